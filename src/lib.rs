@@ -1,0 +1,15 @@
+//! rolegate: a PostgreSQL wire-protocol proxy that enforces role separation.
+//!
+//! The modules follow one connection's path; see README.md's Architecture
+//! section for the tour.
+
+pub mod cancel;
+pub mod client_auth;
+pub mod cluster;
+pub mod config;
+pub mod demo;
+pub mod protocol;
+pub mod server;
+pub mod session;
+pub mod tls;
+pub mod upstream;
