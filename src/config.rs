@@ -1182,6 +1182,26 @@ mod tests {
     }
 
     #[test]
+    fn example_config_documents_only_real_keys() {
+        // Every key in the reference file must be one the loader knows
+        // (unknown keys are errors), and its values must resolve.
+        let text = include_str!("../config/rolegate.example.toml");
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("example parses");
+        assert_eq!(raw.clients.len(), 2);
+        assert_eq!(raw.migration.windows.len(), 2);
+        for (i, w) in raw.migration.windows.iter().enumerate() {
+            window(i, w).expect("example window is valid");
+        }
+        assert!(
+            ScramVerifier::parse(raw.clients[0].password_scram.as_deref().unwrap_or("")).is_ok()
+        );
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(byte_size("k", "64MiB").ok(), Some(64 << 20));
         assert!(byte_size("k", "2GiB").is_err());
