@@ -288,6 +288,11 @@ pub struct Config {
     /// Credential pairs by service name; always contains at least the
     /// service of every client.
     pub services: BTreeMap<String, ServiceCredentials>,
+    /// The parsed migration-access policy (keys, JWKS, windows).
+    pub access: Arc<crate::migration::Access>,
+    /// Every file this config was read from (the config file, `*_file`
+    /// secrets, keys, TLS material): what a reload watches.
+    pub files: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +347,9 @@ pub struct ClientEntry {
     pub name: String,
     pub verifier: ScramVerifier,
     pub service: String,
+    /// A digest of the configured secret (verifier or password), so a
+    /// reload can tell whether it changed without keeping the secret.
+    pub secret_digest: [u8; 32],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -436,12 +444,41 @@ impl Config {
     /// `PG_MIGRATION_*`, `ROLEGATE_RUNTIME_URL` / `ROLEGATE_MIGRATION_URL`,
     /// then `ROLEGATE__SECTION__KEY`.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
-        let raw = load_raw(sources)?;
-        resolve(raw, &sources.env)
+        let (raw, file) = load_raw(sources)?;
+        let mut files = raw_files(&raw);
+        files.extend(file);
+        let mut config = resolve(raw, &sources.env)?;
+        config.files = files;
+        Ok(config)
     }
 }
 
-fn load_raw(sources: &Sources) -> Result<RawConfig, ConfigError> {
+fn raw_files(raw: &RawConfig) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    if let Some(t) = &raw.listen.tls {
+        files.extend(t.cert_file.iter().cloned());
+        files.extend(t.key_file.iter().cloned());
+    }
+    files.extend(raw.upstream.ca_file.iter().cloned());
+    let creds = [&raw.upstream.runtime, &raw.upstream.migration]
+        .into_iter()
+        .chain(raw.services.iter().flat_map(|s| [&s.runtime, &s.migration]));
+    for c in creds {
+        files.extend(c.password_file.iter().cloned());
+    }
+    for c in &raw.clients {
+        files.extend(c.password_file.iter().cloned());
+    }
+    for k in &raw.migration.keys {
+        files.extend(k.public_key_file.iter().cloned());
+    }
+    for j in &raw.migration.jwks {
+        files.push(j.file.clone());
+    }
+    files
+}
+
+fn load_raw(sources: &Sources) -> Result<(RawConfig, Option<PathBuf>), ConfigError> {
     let mut builder = config::Config::builder();
     let file = match &sources.file {
         Some(path) => {
@@ -483,9 +520,10 @@ fn load_raw(sources: &Sources) -> Result<RawConfig, ConfigError> {
             .source(Some(rolegate_env)),
     );
     let built = builder.build().map_err(|e| wrap_config_error(&file, e))?;
-    built
+    let raw = built
         .try_deserialize::<RawConfig>()
-        .map_err(|e| wrap_config_error(&file, e))
+        .map_err(|e| wrap_config_error(&file, e))?;
+    Ok((raw, file))
 }
 
 fn wrap_config_error(file: &Option<PathBuf>, e: config::ConfigError) -> ConfigError {
@@ -625,6 +663,11 @@ fn secret(
         return read_secret_file(&format!("{key}_file"), path).map(Some);
     }
     Ok(None)
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
 }
 
 fn read_secret_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
@@ -901,16 +944,19 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
                 c.name
             )));
         }
-        let verifier = match (&c.password_scram, &c.password_env, &c.password_file) {
-            (Some(v), None, None) => ScramVerifier::parse(v).map_err(|e| {
-                invalid(format!(
-                    "{key}.password_scram is not a SCRAM-SHA-256 verifier ({e}); make one with `rolegate scram-hash`"
-                ))
-            })?,
+        let (verifier, secret_digest) = match (&c.password_scram, &c.password_env, &c.password_file) {
+            (Some(v), None, None) => (
+                ScramVerifier::parse(v).map_err(|e| {
+                    invalid(format!(
+                        "{key}.password_scram is not a SCRAM-SHA-256 verifier ({e}); make one with `rolegate scram-hash`"
+                    ))
+                })?,
+                digest(v.as_bytes()),
+            ),
             (None, Some(_), None) | (None, None, Some(_)) => {
                 let pw = secret(&key, &None, &c.password_env, &c.password_file, env)?
                     .ok_or_else(|| invalid(format!("{key}: no password")))?;
-                ScramVerifier::from_password(pw.expose())
+                (ScramVerifier::from_password(pw.expose()), digest(pw.expose().as_bytes()))
             }
             _ => {
                 return Err(invalid(format!(
@@ -933,6 +979,7 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
                     name: c.name.clone(),
                     verifier,
                     service,
+                    secret_digest,
                 },
             )
             .is_some()
@@ -967,9 +1014,11 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
         admin_address: raw.admin.address,
         upstream,
         clients,
-        migration,
         policy,
+        access: Arc::new(crate::migration::Access::new(&migration).map_err(|e| invalid(e.0))?),
+        migration,
         services,
+        files: Vec::new(),
     })
 }
 

@@ -2,8 +2,6 @@
 //! a proxy in front of it, and a short guide for trying it. Ctrl-C stops
 //! the proxy and removes the cluster.
 
-use std::sync::Arc;
-
 use anyhow::Context;
 
 use crate::client_auth;
@@ -68,7 +66,7 @@ password_scram = "{verifier}"
         env: Default::default(),
     })
     .context("demo config")?;
-    let proxy = Proxy::new(Arc::new(config));
+    let proxy = Proxy::new(config);
 
     let url = format!(
         "postgres://web:{client_password}@{}:{}/{}",

@@ -3,12 +3,20 @@
 //! The modules follow one connection's path; see README.md's Architecture
 //! section for the tour.
 
+pub mod admin;
+pub mod audit;
 pub mod cancel;
+pub mod check;
 pub mod client_auth;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod enforce;
+pub mod login;
+pub mod migration;
+pub mod policy;
 pub mod protocol;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod tls;

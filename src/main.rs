@@ -48,6 +48,19 @@ enum Command {
     Demo,
     /// Read a password on stdin and print its SCRAM-SHA-256 verifier for a [[clients]] entry.
     ScramHash,
+    /// GET an admin URL and exit 0 when it answers 200 (for container HEALTHCHECKs).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
+        url: String,
+    },
+    /// Validate the config and audit the upstream privilege model; exit 1 on any FAIL.
+    Check {
+        #[arg(long, env = "ROLEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only validate the config and secrets; do not connect upstream.
+        #[arg(long)]
+        offline: bool,
+    },
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -78,6 +91,19 @@ fn main() -> ExitCode {
             run_async(rolegate::demo::run())
         }
         Command::ScramHash => scram_hash(),
+        Command::Healthcheck { url } => run_async(async move {
+            rolegate::admin::healthcheck(&url)
+                .await
+                .map_err(anyhow::Error::msg)
+        }),
+        Command::Check { config, offline } => {
+            init_logging(LogFormat::Text, "warn");
+            match check(config, offline) {
+                Ok(true) => Ok(()),
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -97,7 +123,8 @@ fn run_async<F: std::future::Future<Output = anyhow::Result<()>>>(f: F) -> anyho
 }
 
 fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(&Sources::from_process(config_path)).context("config error")?;
+    let sources = Sources::from_process(config_path);
+    let config = Config::load(&sources).context("config error")?;
     run_async(async move {
         let listener = tokio::net::TcpListener::bind(&config.listen.address)
             .await
@@ -107,17 +134,97 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                     config.listen.address
                 )
             })?;
-        tracing::info!(address = %config.listen.address, "rolegate listening");
-        let proxy = rolegate::server::Proxy::new(Arc::new(config));
+        let admin = tokio::net::TcpListener::bind(&config.admin_address)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} (admin.address)", config.admin_address)
+            })?;
+        let metrics = rolegate::admin::install_recorder()?;
+
+        // The privilege audit of `rolegate check`: logged, and fatal only
+        // with upstream.strict (then it must finish before serving).
+        if config.upstream.strict {
+            let findings = rolegate::check::audit(&config).await;
+            log_findings(&findings);
+            let failed: Vec<_> = findings.iter().filter(|f| !f.pass).collect();
+            if let Some(first) = failed.first() {
+                anyhow::bail!(
+                    "upstream.strict = true and the privilege check found {} failure(s); first: {}",
+                    failed.len(),
+                    first
+                );
+            }
+        } else {
+            let audit_config = config.clone();
+            tokio::spawn(async move { log_findings(&rolegate::check::audit(&audit_config).await) });
+        }
+
+        tracing::info!(address = %config.listen.address, admin = %config.admin_address, "rolegate listening");
+        let proxy = rolegate::server::Proxy::new(config);
+        if let Some(endpoint) = proxy.default_endpoint() {
+            let readiness = Arc::new(rolegate::admin::Readiness::new(endpoint));
+            tokio::spawn(async move {
+                if let Err(e) = rolegate::admin::serve(admin, metrics, readiness).await {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            });
+        }
+        tokio::spawn(rolegate::reload::run(proxy.clone(), sources));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot install the SIGTERM handler")?;
-        tokio::select! {
-            r = proxy.serve(listener) => r.context("listener failed")?,
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        }
+        let signal = tokio::select! {
+            r = proxy.clone().serve(listener) => {
+                r.context("listener failed")?;
+                "listener closed"
+            }
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(
+            event = "shutdown",
+            signal,
+            sessions = proxy.active(),
+            "shutting down: no new connections; draining sessions"
+        );
+        proxy.shutdown().await;
+        tracing::info!(event = "shutdown_complete", "rolegate stopped");
         Ok(())
     })
+}
+
+fn log_findings(findings: &[rolegate::check::Finding]) {
+    for f in findings {
+        if f.pass {
+            tracing::debug!(event = "privilege_check", pass = true, finding = %f.what);
+        } else {
+            tracing::warn!(event = "privilege_check", pass = false, finding = %f.what, fix = f.fix.as_deref().unwrap_or(""), "privilege model check failed");
+        }
+    }
+}
+
+fn check(config_path: Option<PathBuf>, offline: bool) -> anyhow::Result<bool> {
+    let config = Config::load(&Sources::from_process(config_path)).context("config error")?;
+    println!(
+        "PASS configuration and secrets load ({} client(s), {} service(s))",
+        config.clients.len(),
+        config.services.len()
+    );
+    if offline {
+        return Ok(true);
+    }
+    let findings = run_async_value(async move { rolegate::check::audit(&config).await })?;
+    for f in &findings {
+        println!("{f}");
+    }
+    Ok(findings.iter().all(|f| f.pass))
+}
+
+fn run_async_value<T, F: std::future::Future<Output = T>>(f: F) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f))
 }
 
 fn scram_hash() -> anyhow::Result<()> {

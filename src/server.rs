@@ -1,44 +1,46 @@
-//! The listener and the login sequence of one connection: TLS negotiation
-//! (`SSLRequest`, direct TLS, `GSSENCRequest` refused), the StartupMessage,
-//! cancel requests, client authentication, the upstream connection for the
-//! client's role, and the hand-off to the relay.
+//! The proxy's lifecycle: the listener and connection limit, the live
+//! configuration (swapped atomically on reload; sessions keep the snapshot
+//! they logged in with), and graceful shutdown (stop accepting, let
+//! sessions finish, then close the rest with `FATAL 57P01`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
-use pgwire::messages::startup::{Authentication, NegotiateProtocolVersion};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::cancel::{CancelRegistry, UpstreamKey};
-use crate::client_auth::{AuthError, SCRAM_SHA_256, ScramServer, ScramVerifier};
-use crate::config::{Config, ListenTlsMode};
-use crate::protocol::{self, MAX_AUTH_MESSAGE, MaybeTls, ProtocolError, StartupPacket};
-use crate::session::{self, SessionState};
-use crate::upstream::{self, Endpoint, UpstreamError};
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::enforce::{Enforcer, PendingRefusals, SessionInfo};
+use crate::login::{self, LoggedIn};
+use crate::policy::{Switches, VerdictCache};
+use crate::protocol::{self, MaybeTls};
+use crate::session::{self, SessionState, StopCause};
+use crate::upstream::Endpoint;
+
+/// Distinct statement texts whose verdicts are kept.
+const VERDICT_CACHE_ENTRIES: usize = 50_000;
 
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
-/// Shared by every connection.
-pub struct Proxy {
+/// One loaded configuration and everything derived from it. Replaced as a
+/// whole on reload.
+pub struct Runtime {
     pub config: Arc<Config>,
-    pub cancels: Arc<CancelRegistry>,
     /// Runtime endpoints by service, built once so TLS configs are shared.
-    endpoints: HashMap<String, Arc<Endpoint>>,
-    /// Keys the fake SCRAM exchange for unknown users.
-    mock_secret: [u8; 32],
-    slots: Arc<Semaphore>,
-    next_session: AtomicU64,
+    pub(crate) endpoints: HashMap<String, Arc<Endpoint>>,
+    pub(crate) switches: Arc<Switches>,
 }
 
-impl Proxy {
-    pub fn new(config: Arc<Config>) -> Arc<Proxy> {
+impl Runtime {
+    pub fn new(config: Config) -> Runtime {
         let endpoints = config
             .services
             .iter()
@@ -54,25 +56,92 @@ impl Proxy {
                 )
             })
             .collect();
-        Arc::new(Proxy {
-            slots: Arc::new(Semaphore::new(config.listen.max_connections)),
-            config,
-            cancels: Arc::new(CancelRegistry::default()),
+        let switches = Arc::new(Switches {
+            allow_temp_tables: config.policy.allow_temp_tables,
+            allow_truncate: config.policy.allow_truncate,
+            allow_maintenance: config.policy.allow_maintenance,
+            allow_call: config.policy.allow_call.clone(),
+        });
+        Runtime {
+            config: Arc::new(config),
             endpoints,
+            switches,
+        }
+    }
+}
+
+/// Shared by every connection.
+pub struct Proxy {
+    runtime: ArcSwap<Runtime>,
+    pub cancels: Arc<CancelRegistry>,
+    /// Keys the fake SCRAM exchange for unknown users.
+    pub(crate) mock_secret: [u8; 32],
+    next_session: AtomicU64,
+    /// Connections being served (logging in or relaying).
+    active: AtomicUsize,
+    /// The runtime policy's verdicts, shared by every session.
+    verdicts: Arc<VerdictCache>,
+    /// Prefix of the substitute text sent in place of refused statements;
+    /// random per process so a client cannot guess it.
+    refusal_token: Arc<[u8]>,
+    /// `true` once shutdown has begun.
+    shutdown: watch::Sender<Option<Instant>>,
+}
+
+impl Proxy {
+    pub fn new(config: Config) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            runtime: ArcSwap::from_pointee(Runtime::new(config)),
+            cancels: Arc::new(CancelRegistry::default()),
             mock_secret: rand::random(),
             next_session: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            verdicts: Arc::new(VerdictCache::new(VERDICT_CACHE_ENTRIES)),
+            refusal_token: format!("rolegate_refused_{:016x}_", rand::random::<u64>())
+                .into_bytes()
+                .into(),
+            shutdown: watch::channel(None).0,
         })
     }
 
-    /// Accept connections until the listener fails.
+    /// The configuration new logins use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swap in a new configuration; sessions already open keep theirs.
+    pub fn replace_config(&self, config: Config) {
+        self.runtime.store(Arc::new(Runtime::new(config)));
+    }
+
+    /// Connections being served now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The runtime endpoint of the default (or first) service, for readiness.
+    pub fn default_endpoint(&self) -> Option<Arc<Endpoint>> {
+        let rt = self.runtime();
+        rt.endpoints
+            .get(crate::config::DEFAULT_SERVICE)
+            .or_else(|| rt.endpoints.values().next())
+            .cloned()
+    }
+
+    /// Accept connections until shutdown begins (or the listener fails).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let mut shutdown = self.shutdown.subscribe();
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|s| s.is_some()) => return Ok(()),
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
@@ -82,9 +151,26 @@ impl Proxy {
         }
     }
 
+    /// Begin shutdown: stop accepting, let sessions finish (idle ones are
+    /// closed at once), and close the rest at `shutdown_timeout`. Returns
+    /// when every session is gone.
+    pub async fn shutdown(&self) {
+        let timeout = self.runtime().config.listen.shutdown_timeout;
+        let deadline = Instant::now() + timeout;
+        self.shutdown.send_replace(Some(deadline));
+        // Sessions close themselves at the deadline; allow a moment for
+        // their final writes.
+        let hard = deadline + Duration::from_secs(2);
+        while self.active() > 0 && Instant::now() < hard {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+        let rt = self.runtime();
+        let _active = ActiveGuard::new(&self.active);
+        if self.active() > rt.config.listen.max_connections {
             // Over the limit: answer like PostgreSQL does, without reading
             // anything the client sends.
             let mut tcp = tcp;
@@ -97,18 +183,19 @@ impl Proxy {
                 Some("Raise listen.max_connections or reduce the number of client connections."),
             );
             let _ = tcp.write_all(&out).await;
-            metrics::counter!("rolegate_connections_total", "identity" => "", "role" => "", "outcome" => "too_many").increment(1);
+            metrics::counter!("rolegate_connections_total", "identity" => "unknown", "role" => "none", "outcome" => "too_many").increment(1);
             return;
-        };
+        }
         let started = Instant::now();
         let login = tokio::time::timeout(
-            self.config.listen.startup_timeout,
-            self.login(tcp, peer, session_id),
+            rt.config.listen.startup_timeout,
+            login::login(&self, &rt, tcp, peer, session_id),
         )
         .await;
         let Ok(Some(ready)) = login else {
             if login.is_err() {
-                info!(event = "auth_failed", session_id, peer = %peer, reason = "startup timeout", "client did not finish logging in in time");
+                info!(event = "auth_failed", session_id, identity = "", role = "", peer = %peer, reason = "startup timeout", "client did not finish logging in in time");
+                metrics::counter!("rolegate_connections_total", "identity" => "unknown", "role" => "none", "outcome" => "startup_timeout").increment(1);
             }
             return;
         };
@@ -122,17 +209,36 @@ impl Proxy {
             _cancel,
         } = ready;
         info!(event = "session_start", session_id, identity = %identity, role = %role, peer = %peer, "session started");
-        metrics::gauge!("rolegate_active_sessions", "role" => "runtime").increment(1.0);
+        let pending = Arc::new(PendingRefusals::new(self.refusal_token.clone()));
+        let enforcer = Enforcer::new(
+            self.verdicts.clone(),
+            rt.switches.clone(),
+            rt.config.policy.mode,
+            pending.clone(),
+            SessionInfo {
+                session_id,
+                identity: identity.clone(),
+                role,
+                peer,
+            },
+        );
+        let stop = stop_on_shutdown(self.shutdown.subscribe(), state.clone());
+        metrics::gauge!("rolegate_active_sessions", "role" => role).increment(1.0);
         let end = session::relay(
             client,
             client_pending,
             upstream.stream,
             upstream.read_ahead,
             state.clone(),
-            self.config.listen.max_message_size,
+            session::Limits {
+                max_message: rt.config.listen.max_message_size,
+                idle_timeout: rt.config.listen.idle_timeout,
+            },
+            session::Inspector::Policy(enforcer, pending),
+            stop,
         )
         .await;
-        metrics::gauge!("rolegate_active_sessions", "role" => "runtime").decrement(1.0);
+        metrics::gauge!("rolegate_active_sessions", "role" => role).decrement(1.0);
         info!(
             event = "session_end",
             session_id,
@@ -147,352 +253,38 @@ impl Proxy {
             "session ended"
         );
     }
+}
 
-    /// Negotiate, authenticate and connect upstream. Returns `None` when the
-    /// connection was a cancel request or was refused (the client has
-    /// already been told why).
-    async fn login(&self, tcp: TcpStream, peer: SocketAddr, session_id: u64) -> Option<LoggedIn> {
-        let mut client: ClientStream = MaybeTls::Plain(tcp);
-        let tls_config = self.config.listen.tls.clone();
-        let mut negotiations = 0;
-        // Direct TLS (libpq 17 `sslnegotiation=direct`): a TLS ClientHello
-        // instead of an SSLRequest.
-        if let (MaybeTls::Plain(tcp), Some(cfg)) = (&client, &tls_config) {
-            let mut first = [0u8; 1];
-            if matches!(tcp.peek(&mut first).await, Ok(1)) && first[0] == 0x16 {
-                let MaybeTls::Plain(tcp) = client else {
-                    return None;
-                };
-                client = accept_tls(tcp, cfg.clone(), peer).await?;
-            }
-        }
-        let startup = loop {
-            let packet = match protocol::read_startup_packet(&mut client).await {
-                Ok(p) => p,
-                Err(ProtocolError::Closed) => return None,
-                Err(e) => {
-                    info!(event = "auth_failed", session_id, peer = %peer, reason = %e, "invalid startup packet");
-                    fatal(&mut client, "08P01", &format!("rolegate: {e}"), None).await;
-                    return None;
-                }
-            };
-            negotiations += 1;
-            if negotiations > 3 {
-                fatal(
-                    &mut client,
-                    "08P01",
-                    "rolegate: too many negotiation requests",
-                    None,
-                )
-                .await;
-                return None;
-            }
-            match packet {
-                StartupPacket::SslRequest if !client.is_tls() => match (&tls_config, client) {
-                    (Some(cfg), MaybeTls::Plain(mut tcp)) => {
-                        if tcp.write_all(b"S").await.is_err() {
-                            return None;
-                        }
-                        client = accept_tls(tcp, cfg.clone(), peer).await?;
-                    }
-                    (_, mut other) => {
-                        if other.write_all(b"N").await.is_err() {
-                            return None;
-                        }
-                        client = other;
-                    }
-                },
-                StartupPacket::GssEncRequest if !client.is_tls() => {
-                    if client.write_all(b"N").await.is_err() {
-                        return None;
-                    }
-                }
-                StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
-                    fatal(
-                        &mut client,
-                        "08P01",
-                        "rolegate: encryption requested twice",
-                        None,
-                    )
-                    .await;
-                    return None;
-                }
-                StartupPacket::Cancel { pid, secret } => {
-                    self.cancels.cancel(pid, secret).await;
-                    return None;
-                }
-                StartupPacket::Startup(s) => break s,
-            }
-        };
+/// Counts a connection as active for as long as it lives.
+struct ActiveGuard<'a>(&'a AtomicUsize);
 
-        let user = startup.parameters.get("user").cloned().unwrap_or_default();
-        let identity = user.clone();
-        if self.config.listen.tls_mode == ListenTlsMode::Require && !client.is_tls() {
-            info!(event = "auth_failed", session_id, identity = %identity, peer = %peer, reason = "plaintext refused", "TLS is required");
-            metrics::counter!("rolegate_connections_total", "identity" => identity.clone(), "role" => "runtime", "outcome" => "tls_required").increment(1);
-            fatal(
-                &mut client,
-                "28000",
-                "rolegate: TLS is required for this connection",
-                Some("Connect with sslmode=require (or stricter)."),
-            )
-            .await;
-            return None;
-        }
-        if user.is_empty() {
-            fatal(
-                &mut client,
-                "28000",
-                "no PostgreSQL user name specified in startup packet",
-                None,
-            )
-            .await;
-            return None;
-        }
-
-        // Newer minor versions and `_pq_.` extensions: answer with what we
-        // speak (3.0, no extensions), as PostgreSQL does.
-        let unsupported: Vec<String> = startup
-            .parameters
-            .keys()
-            .filter(|k| k.starts_with("_pq_."))
-            .cloned()
-            .collect();
-        let mut out = BytesMut::with_capacity(512);
-        if startup.protocol_number_minor > 0 || !unsupported.is_empty() {
-            protocol::put(&mut out, &NegotiateProtocolVersion::new(0, unsupported));
-        }
-
-        if user == self.config.migration.user {
-            info!(event = "auth_failed", session_id, identity = %identity, role = "migration", peer = %peer, reason = "migration access is not configured", "migration login refused");
-            metrics::counter!("rolegate_connections_total", "identity" => identity.clone(), "role" => "migration", "outcome" => "refused").increment(1);
-            let _ = client.write_all(&out).await;
-            fatal(
-                &mut client,
-                "57P03",
-                "rolegate: migration access is not configured",
-                Some("This proxy does not admit migration logins yet."),
-            )
-            .await;
-            return None;
-        }
-
-        // Client authentication: SCRAM-SHA-256 against the stored verifier,
-        // or an indistinguishable exchange that fails for unknown users.
-        let entry = self.config.clients.get(&user);
-        let verifier = match entry {
-            Some(e) => e.verifier.clone(),
-            None => ScramVerifier::mock(&user, &self.mock_secret),
-        };
-        let mut pending = BytesMut::with_capacity(1024);
-        match scram_exchange(&mut client, &mut pending, &mut out, verifier).await {
-            Ok(()) if entry.is_some() => {}
-            Ok(()) | Err(AuthError::BadProof) => {
-                info!(event = "auth_failed", session_id, identity = %identity, role = "runtime", peer = %peer, reason = "password authentication failed", "authentication failed");
-                metrics::counter!("rolegate_connections_total", "identity" => identity.clone(), "role" => "runtime", "outcome" => "auth_failed").increment(1);
-                fatal(
-                    &mut client,
-                    "28P01",
-                    &format!("password authentication failed for user \"{user}\""),
-                    None,
-                )
-                .await;
-                return None;
-            }
-            Err(AuthError::Io(_)) => return None,
-            Err(e) => {
-                info!(event = "auth_failed", session_id, identity = %identity, role = "runtime", peer = %peer, reason = %e, "authentication protocol error");
-                fatal(
-                    &mut client,
-                    "08P01",
-                    &format!("rolegate: authentication failed: {e}"),
-                    None,
-                )
-                .await;
-                return None;
-            }
-        }
-        let entry = entry?;
-        let service = self.config.services.get(&entry.service)?;
-        let creds = &service.runtime;
-
-        if let Some(db) = startup.parameters.get("database")
-            && !db.is_empty()
-            && db != &creds.database
-        {
-            fatal(
-                &mut client,
-                "3D000",
-                &format!("rolegate: database \"{db}\" is not served here"),
-                Some(&format!("Connect to database \"{}\".", creds.database)),
-            )
-            .await;
-            return None;
-        }
-
-        let params: Vec<(String, String)> = startup
-            .parameters
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "user" | "database") && !k.starts_with("_pq_."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let endpoint = self.endpoints.get(&entry.service)?.clone();
-        let t0 = Instant::now();
-        let conn = match upstream::connect(&endpoint, creds, &params).await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(event = "upstream_error", session_id, identity = %identity, role = "runtime", peer = %peer, error = %e, "upstream connection failed");
-                metrics::counter!("rolegate_upstream_errors_total", "role" => "runtime")
-                    .increment(1);
-                metrics::counter!("rolegate_connections_total", "identity" => identity.clone(), "role" => "runtime", "outcome" => "upstream_error").increment(1);
-                let (code, message) = upstream_failure(&e);
-                fatal(&mut client, &code, &message, None).await;
-                return None;
-            }
-        };
-        metrics::histogram!("rolegate_upstream_connect_seconds", "role" => "runtime")
-            .record(t0.elapsed().as_secs_f64());
-        metrics::counter!("rolegate_connections_total", "identity" => identity.clone(), "role" => "runtime", "outcome" => "ok").increment(1);
-
-        let cancel = self.cancels.register(UpstreamKey {
-            endpoint,
-            pid: conn.pid,
-            secret: conn.secret,
-        });
-        protocol::auth_ok(&mut out);
-        out.put_slice(&conn.greeting);
-        protocol::backend_key_data(&mut out, cancel.pid, cancel.secret);
-        protocol::ready_for_query(&mut out, b'I');
-        if client.write_all(&out).await.is_err() {
-            return None;
-        }
-        let state = Arc::new(SessionState::default());
-        state.tx_status.store(b'I', Ordering::Relaxed);
-        Some(LoggedIn {
-            client,
-            client_pending: pending,
-            upstream: conn,
-            identity,
-            role: "runtime",
-            state,
-            _cancel: cancel,
-        })
+impl<'a> ActiveGuard<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(n)
     }
 }
 
-struct LoggedIn {
-    client: ClientStream,
-    client_pending: BytesMut,
-    upstream: upstream::UpstreamConn,
-    identity: String,
-    role: &'static str,
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves when a session must be closed for shutdown: at once if it is
+/// idle outside a transaction, else when it becomes so, or at the deadline.
+async fn stop_on_shutdown(
+    mut rx: watch::Receiver<Option<Instant>>,
     state: Arc<SessionState>,
-    _cancel: crate::cancel::Registration,
-}
-
-async fn accept_tls(
-    tcp: TcpStream,
-    cfg: Arc<rustls::ServerConfig>,
-    peer: SocketAddr,
-) -> Option<ClientStream> {
-    match tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await {
-        Ok(tls) => Some(MaybeTls::Tls(Box::new(tls))),
-        Err(e) => {
-            info!(event = "auth_failed", peer = %peer, reason = %e, "TLS handshake failed");
-            None
-        }
-    }
-}
-
-/// What the client hears when the upstream login fails. Credential
-/// problems are the proxy's configuration, not the client's password, so
-/// they are not reported with the server's 28xxx codes.
-fn upstream_failure(e: &UpstreamError) -> (String, String) {
-    match e {
-        UpstreamError::Server { code, message, .. } if code.starts_with("28") => (
-            "08004".into(),
-            format!(
-                "rolegate: the upstream server rejected the proxy's runtime credentials: {message}"
-            ),
-        ),
-        UpstreamError::Server { code, message, .. } => (code.clone(), message.clone()),
-        other => (
-            "08006".into(),
-            format!("rolegate: cannot connect to the upstream server: {other}"),
-        ),
-    }
-}
-
-/// Write a FATAL ErrorResponse and flush; errors are ignored because the
-/// connection is being dropped anyway.
-async fn fatal<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    code: &str,
-    message: &str,
-    hint: Option<&str>,
-) {
-    let mut out = BytesMut::new();
-    protocol::error_response(&mut out, "FATAL", code, message, hint);
-    let _ = stream.write_all(&out).await;
-    let _ = stream.flush().await;
-}
-
-/// Run the server side of SCRAM-SHA-256. `out` carries messages queued
-/// before authentication (NegotiateProtocolVersion) and is cleared of them
-/// here; on success it is left empty for the caller to fill.
-async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut S,
-    pending: &mut BytesMut,
-    out: &mut BytesMut,
-    verifier: ScramVerifier,
-) -> Result<(), AuthError> {
-    let mut server = ScramServer::new(verifier);
-    protocol::put(out, &Authentication::SASL(vec![SCRAM_SHA_256.to_string()]));
-    client.write_all(out).await?;
-    out.clear();
-
-    let body = read_password_message(client, pending).await?;
-    let (mechanism, data) = parse_sasl_initial(&body)?;
-    let server_first = server.client_first(mechanism, data)?;
-    protocol::put(out, &Authentication::SASLContinue(server_first.into()));
-    client.write_all(out).await?;
-    out.clear();
-
-    let body = read_password_message(client, pending).await?;
-    let server_final = server.client_final(&body)?;
-    protocol::put(out, &Authentication::SASLFinal(server_final.into()));
-    client.write_all(out).await?;
-    out.clear();
-    Ok(())
-}
-
-async fn read_password_message<S: AsyncRead + Unpin>(
-    client: &mut S,
-    pending: &mut BytesMut,
-) -> Result<BytesMut, AuthError> {
-    match protocol::read_message(client, pending, MAX_AUTH_MESSAGE).await {
-        Ok((b'p', body)) => Ok(body),
-        Ok(_) => Err(AuthError::Malformed("expected a password message")),
-        Err(ProtocolError::Io(e)) => Err(AuthError::Io(e)),
-        Err(ProtocolError::Closed) => Err(AuthError::Io(std::io::ErrorKind::UnexpectedEof.into())),
-        Err(_) => Err(AuthError::Malformed("invalid message length")),
-    }
-}
-
-/// SASLInitialResponse: mechanism name, then an Int32 length (-1 = none)
-/// and that many bytes.
-fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), AuthError> {
-    let mut b = body;
-    let mech = protocol::take_cstr(&mut b).ok_or(AuthError::Malformed("SASL mechanism"))?;
-    let mech = std::str::from_utf8(mech).map_err(|_| AuthError::Malformed("SASL mechanism"))?;
-    let len_bytes: [u8; 4] = b
-        .get(..4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(AuthError::Malformed("SASL initial response length"))?;
-    let len = i32::from_be_bytes(len_bytes);
-    let data = &b[4..];
-    if len < 0 || len as usize != data.len() {
-        return Err(AuthError::Malformed("SASL initial response length"));
-    }
-    Ok((mech, data))
+) -> StopCause {
+    let deadline = rx
+        .wait_for(|s| s.is_some())
+        .await
+        .map(|d| d.unwrap_or_else(Instant::now));
+    // The proxy is gone: never stop from here.
+    let Ok(deadline) = deadline else {
+        return std::future::pending().await;
+    };
+    session::until_idle_or(&state, deadline).await;
+    StopCause::Shutdown
 }

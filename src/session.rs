@@ -8,11 +8,14 @@
 //! than it reads cannot deadlock the proxy against the server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::audit::StatementAudit;
+use crate::enforce::{Action, Enforcer, PendingRefusals};
 use crate::protocol::{self, FrameHeader, ProtocolError};
 
 /// Read chunk size: large enough that a result set streams in few syscalls,
@@ -24,9 +27,77 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct SessionState {
     /// The transaction status byte of the last ReadyForQuery: `I`, `T` or `E`.
     pub tx_status: AtomicU8,
+    /// Requests (`Query`, `Sync`, `FunctionCall`) sent upstream whose
+    /// ReadyForQuery has not come back yet.
+    pub in_flight: AtomicI64,
     pub bytes_to_upstream: AtomicU64,
     pub bytes_to_client: AtomicU64,
     pub statements: AtomicU64,
+    /// Milliseconds since `created` of the last client message, for the
+    /// idle timeout.
+    pub last_activity_ms: AtomicU64,
+    pub created: std::sync::OnceLock<Instant>,
+}
+
+impl SessionState {
+    pub fn new() -> Self {
+        let s = SessionState::default();
+        s.tx_status.store(b'I', Ordering::Relaxed);
+        let _ = s.created.set(Instant::now());
+        s
+    }
+
+    /// Idle outside a transaction: nothing in flight, status `I`.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) <= 0
+            && self.tx_status.load(Ordering::Acquire) == b'I'
+    }
+
+    fn touch(&self) {
+        if let Some(c) = self.created.get() {
+            self.last_activity_ms
+                .store(c.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        match self.created.get() {
+            Some(c) => c.elapsed().saturating_sub(Duration::from_millis(
+                self.last_activity_ms.load(Ordering::Relaxed),
+            )),
+            None => Duration::ZERO,
+        }
+    }
+}
+
+/// Wait until the session is idle outside a transaction, or `deadline`.
+pub async fn until_idle_or(state: &SessionState, deadline: Instant) {
+    while !state.is_idle() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Why the owner asked a session to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    Shutdown,
+    /// The migration window (or the token) ended.
+    WindowClosed,
+}
+
+/// What looks at whole statements on their way upstream.
+pub enum Inspector {
+    /// Runtime sessions: the statement policy.
+    Policy(Enforcer, Arc<PendingRefusals>),
+    /// Migration sessions: every statement audited, nothing refused.
+    Audit(StatementAudit),
+}
+
+/// Per-session limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message: usize,
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Why a session ended.
@@ -40,46 +111,85 @@ pub enum SessionEnd {
     UpstreamGone,
     /// The client broke the protocol; it was told with a FATAL.
     ClientProtocol(ProtocolError),
+    /// A pinned setting changed under a runtime session; it was closed.
+    PolicyViolation,
+    /// The owner stopped it (shutdown, window end); the client was told.
+    Stopped(StopCause),
+    /// No client message for `idle_timeout`.
+    IdleTimeout,
 }
 
-/// Relay until one side ends. `client_pending` holds bytes the client sent
-/// during login that belong to the session; `upstream_pending` likewise for
-/// the server.
-pub async fn relay<C, U>(
+/// Relay until one side ends or `stop` resolves. `client_pending` holds
+/// bytes the client sent during login that belong to the session;
+/// `upstream_pending` likewise for the server. `policy` is the runtime
+/// policy (absent on migration sessions).
+#[allow(clippy::too_many_arguments)]
+pub async fn relay<C, U, S>(
     client: C,
     client_pending: BytesMut,
     upstream: U,
     upstream_pending: BytesMut,
     state: Arc<SessionState>,
-    max_message: usize,
+    limits: Limits,
+    inspector: Inspector,
+    stop: S,
 ) -> SessionEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
+    S: std::future::Future<Output = StopCause>,
 {
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let (check, pending) = match inspector {
+        Inspector::Policy(e, p) => (Check::Enforce(e), Some(p)),
+        Inspector::Audit(a) => (Check::Audit(a), None),
+    };
     let c2s = client_to_upstream(
         &mut client_r,
         &mut upstream_w,
         client_pending,
         &state,
-        max_message,
+        limits.max_message,
+        check,
     );
-    let s2c = upstream_to_client(&mut upstream_r, &mut client_w, upstream_pending, &state);
+    let s2c = upstream_to_client(
+        &mut upstream_r,
+        &mut client_w,
+        upstream_pending,
+        &state,
+        pending.as_deref(),
+    );
+    let idle = idle_watch(&state, limits.idle_timeout);
     let end = tokio::select! {
         end = c2s => end,
         end = s2c => end,
+        cause = stop => SessionEnd::Stopped(cause),
+        _ = idle => SessionEnd::IdleTimeout,
     };
-    if let SessionEnd::ClientProtocol(e) = &end {
+    let fatal = match &end {
+        SessionEnd::ClientProtocol(e) => {
+            Some(("08P01", format!("rolegate: invalid frontend message: {e}")))
+        }
+        SessionEnd::Stopped(StopCause::Shutdown) => Some((
+            "57P01",
+            "terminating connection due to administrator command (rolegate is shutting down)"
+                .to_string(),
+        )),
+        SessionEnd::Stopped(StopCause::WindowClosed) => Some((
+            "57P01",
+            "rolegate: the migration window closed; terminating the migration session".to_string(),
+        )),
+        SessionEnd::IdleTimeout => Some((
+            "57P01",
+            "rolegate: terminating connection due to idle timeout (listen.idle_timeout)"
+                .to_string(),
+        )),
+        _ => None,
+    };
+    if let Some((code, message)) = fatal {
         let mut out = BytesMut::new();
-        protocol::error_response(
-            &mut out,
-            "FATAL",
-            "08P01",
-            &format!("rolegate: invalid frontend message: {e}"),
-            None,
-        );
+        protocol::error_response(&mut out, "FATAL", code, &message, None);
         let _ = client_w.write_all(&out).await;
     }
     let _ = client_w.shutdown().await;
@@ -87,7 +197,31 @@ where
     end
 }
 
-/// Client → upstream. Frames are forwarded as they arrive; `Terminate`
+/// Resolves when the client has sent nothing for `timeout` while no query
+/// of its is running (never if there is no timeout).
+async fn idle_watch(state: &SessionState, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let idle = state.idle_for();
+        if idle >= timeout && state.in_flight.load(Ordering::Acquire) <= 0 {
+            return;
+        }
+        let wait = timeout.saturating_sub(idle).max(Duration::from_millis(100));
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The client-to-upstream half of an [`Inspector`].
+enum Check {
+    Enforce(Enforcer),
+    Audit(StatementAudit),
+}
+
+/// Client → upstream. Frames are forwarded as they arrive; on runtime
+/// sessions `Query`, `Parse` and `FunctionCall` are first collected whole
+/// (bounded by `max_message`) and shown to the [`Enforcer`]. `Terminate`
 /// ends the session.
 async fn client_to_upstream<R, W>(
     client: &mut R,
@@ -95,6 +229,7 @@ async fn client_to_upstream<R, W>(
     mut buf: BytesMut,
     state: &SessionState,
     max_message: usize,
+    mut check: Check,
 ) -> SessionEnd
 where
     R: AsyncRead + Unpin,
@@ -102,9 +237,12 @@ where
 {
     // Bytes still to pass of a frame whose header was already seen.
     let mut in_frame: usize = 0;
+    let relayed = metrics::counter!("rolegate_bytes_total", "direction" => "to_upstream");
     loop {
         let mut ready = 0usize;
         let mut terminated = false;
+        // How many bytes the buffer must hold before scanning can go on.
+        let mut need = 0usize;
         loop {
             if in_frame > 0 {
                 let n = in_frame.min(buf.len() - ready);
@@ -125,9 +263,48 @@ where
                     terminated = true;
                     break;
                 }
-                b'Q' | b'P' => {
-                    state.statements.fetch_add(1, Ordering::Relaxed);
+                b'S' => {
+                    // Sync: one ReadyForQuery will answer it.
+                    state.in_flight.fetch_add(1, Ordering::AcqRel);
                     in_frame = header.total();
+                }
+                b'Q' | b'P' | b'F' => {
+                    if matches!(header.tag, b'Q' | b'P') {
+                        state.statements.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if header.tag != b'P' {
+                        state.in_flight.fetch_add(1, Ordering::AcqRel);
+                    }
+                    let total = header.total();
+                    if buf.len() - ready < total {
+                        need = ready + total;
+                        break;
+                    }
+                    let action = match &mut check {
+                        Check::Enforce(enf) => enf.inspect(header.tag, &buf[ready..ready + total]),
+                        Check::Audit(audit) => {
+                            audit.record(header.tag, &buf[ready..ready + total]);
+                            Action::Forward
+                        }
+                    };
+                    match action {
+                        Action::Forward => ready += total,
+                        Action::Substitute(sub) => {
+                            // Flush what precedes, send the substitute, and
+                            // drop the client's message.
+                            if upstream.write_all(&buf[..ready]).await.is_err()
+                                || upstream.write_all(&sub).await.is_err()
+                            {
+                                return SessionEnd::UpstreamGone;
+                            }
+                            state
+                                .bytes_to_upstream
+                                .fetch_add((ready + sub.len()) as u64, Ordering::Relaxed);
+                            relayed.increment((ready + sub.len()) as u64);
+                            buf.advance(ready + total);
+                            ready = 0;
+                        }
+                    }
                 }
                 _ => in_frame = header.total(),
             }
@@ -140,17 +317,21 @@ where
             state
                 .bytes_to_upstream
                 .fetch_add(ready as u64, Ordering::Relaxed);
+            relayed.increment(ready as u64);
             buf.advance(ready);
+            need = need.saturating_sub(ready);
         }
         if terminated {
             return SessionEnd::Terminated;
         }
-        if buf.capacity() - buf.len() < 1024 {
+        if need > buf.len() {
+            buf.reserve(need - buf.len());
+        } else if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
         match client.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return SessionEnd::ClientGone,
-            Ok(_) => {}
+            Ok(_) => state.touch(),
         }
     }
 }
@@ -162,12 +343,14 @@ async fn upstream_to_client<R, W>(
     client: &mut W,
     mut buf: BytesMut,
     state: &SessionState,
+    pending: Option<&PendingRefusals>,
 ) -> SessionEnd
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut in_frame: usize = 0;
+    let relayed = metrics::counter!("rolegate_bytes_total", "direction" => "to_client");
     // Whether the server already told the client why it is closing.
     let mut sent_fatal = false;
     loop {
@@ -192,8 +375,10 @@ where
                     return end_upstream(client, &mut buf, ready, true).await;
                 }
             };
+            let watched =
+                matches!(header.tag, b'Z' | b'E') || (header.tag == b'S' && pending.is_some());
             match header.tag {
-                b'Z' | b'E' => {
+                _ if watched => {
                     // Small frames whose body matters: wait for all of it.
                     let total = header.total();
                     if buf.len() - ready < total {
@@ -208,8 +393,43 @@ where
                     let body = &buf[ready + FrameHeader::SIZE..ready + total];
                     if header.tag == b'Z' {
                         if let Some(s) = body.first() {
-                            state.tx_status.store(*s, Ordering::Relaxed);
+                            state.tx_status.store(*s, Ordering::Release);
                         }
+                        state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                    } else if header.tag == b'S' {
+                        if let Some(problem) = unpinned_setting(body) {
+                            // Defence in depth: the classifier refuses every
+                            // way to change these, but if the server reports
+                            // a change anyway the proxy's reading of the
+                            // text can no longer be trusted.
+                            let _ = client.write_all(&buf[..ready]).await;
+                            let mut out = BytesMut::new();
+                            protocol::error_response(
+                                &mut out,
+                                "FATAL",
+                                "42501",
+                                &format!(
+                                    "rolegate: {problem} changed on a runtime session; closing it"
+                                ),
+                                None,
+                            );
+                            let _ = client.write_all(&out).await;
+                            return SessionEnd::PolicyViolation;
+                        }
+                    } else if let Some(replacement) = pending
+                        .filter(|p| !p.is_empty())
+                        .and_then(|p| p.take_for(body))
+                    {
+                        // The server's answer to a refused statement's
+                        // substitute: the client gets the proxy's error.
+                        if client.write_all(&buf[..ready]).await.is_err()
+                            || client.write_all(&replacement).await.is_err()
+                        {
+                            return SessionEnd::ClientGone;
+                        }
+                        buf.advance(ready + total);
+                        ready = 0;
+                        continue;
                     } else if is_fatal(body) {
                         sent_fatal = true;
                     }
@@ -225,6 +445,7 @@ where
             state
                 .bytes_to_client
                 .fetch_add(ready as u64, Ordering::Relaxed);
+            relayed.increment(ready as u64);
             buf.advance(ready);
         }
         if buf.capacity() - buf.len() < 1024 {
@@ -266,6 +487,20 @@ async fn end_upstream<W: AsyncWrite + Unpin>(
         let _ = client.write_all(&out).await;
     }
     SessionEnd::UpstreamGone
+}
+
+/// For a ParameterStatus body: the name of a pinned setting that no longer
+/// has its pinned value (`client_encoding = UTF8`,
+/// `standard_conforming_strings = on`).
+fn unpinned_setting(body: &[u8]) -> Option<&'static str> {
+    let mut b = body;
+    let name = protocol::take_cstr(&mut b)?;
+    let value = protocol::take_cstr(&mut b)?;
+    match name {
+        b"client_encoding" if !value.eq_ignore_ascii_case(b"UTF8") => Some("client_encoding"),
+        b"standard_conforming_strings" if value != b"on" => Some("standard_conforming_strings"),
+        _ => None,
+    }
 }
 
 /// Whether an ErrorResponse body has severity FATAL or PANIC.

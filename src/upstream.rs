@@ -74,6 +74,23 @@ impl Endpoint {
         }
     }
 
+    /// Whether the server answers: a TCP connect and an SSLRequest, which a
+    /// postmaster answers with `S` or `N` without starting a backend.
+    pub async fn probe(&self) -> bool {
+        let Ok(Ok(mut tcp)) =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr())).await
+        else {
+            return false;
+        };
+        let mut req = [0u8; 8];
+        req[..4].copy_from_slice(&8i32.to_be_bytes());
+        req[4..].copy_from_slice(&protocol::SSL_REQUEST_CODE.to_be_bytes());
+        let mut a = [0u8; 1];
+        tcp.write_all(&req).await.is_ok()
+            && tcp.read_exact(&mut a).await.is_ok()
+            && matches!(a[0], b'S' | b'N')
+    }
+
     /// Open a connection and negotiate TLS as configured.
     pub async fn open(&self) -> Result<UpstreamStream, UpstreamError> {
         let addr = self.addr();

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rolegate::cluster::{Cluster, ClusterOptions, RoleModel, TlsPem};
 
+pub mod raw;
+
 pub struct Pki {
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
@@ -155,9 +157,12 @@ impl Harness {
 
     /// The standard test config: clients `web` and `worker`, upstream TLS
     /// verify-full against the harness CA.
-    pub fn base_config(&self, listen_port: u16) -> String {
+    pub fn base_config(&self, listen_port: u16, admin_port: u16) -> String {
         format!(
-            r#"[listen]
+            r#"[admin]
+address = "127.0.0.1:{admin_port}"
+
+[listen]
 address = "127.0.0.1:{listen_port}"
 [listen.tls]
 mode = "allow"
@@ -208,9 +213,13 @@ password_scram = "{worker}"
     pub fn start_proxy_with(&self, edit: impl Fn(String) -> String) -> ProxyProcess {
         for _ in 0..5 {
             let port = rolegate::cluster::free_port().expect("free port");
-            let config = edit(self.base_config(port));
+            let admin_port = rolegate::cluster::free_port().expect("free port");
+            let config = edit(self.base_config(port, admin_port));
             match ProxyProcess::start(&config, port, &[]) {
-                Ok(p) => return p,
+                Ok(mut p) => {
+                    p.admin_port = admin_port;
+                    return p;
+                }
                 Err(log) if log.contains("cannot listen") => continue,
                 Err(log) => panic!("rolegate did not start:\n{log}"),
             }
@@ -225,6 +234,8 @@ pub const WORKER_PASSWORD: &str = "worker-secret-Pa55";
 pub struct ProxyProcess {
     child: Child,
     pub port: u16,
+    /// The admin port when started through `Harness::start_proxy*`.
+    pub admin_port: u16,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
 }
@@ -260,6 +271,7 @@ impl ProxyProcess {
                 return Ok(ProxyProcess {
                     child,
                     port,
+                    admin_port: 0,
                     dir,
                     log,
                 });
@@ -285,6 +297,15 @@ impl ProxyProcess {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit code once the process has exited.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -1,0 +1,252 @@
+//! Migration access: who may log in as the migration user, and until when.
+//!
+//! [`Access`] is built once per (re)loaded config from
+//! [`MigrationConfig`](crate::config::MigrationConfig) and answers one
+//! question per migration login, [`Access::admit`]: given the token presented
+//! as the password and the current instant, is this login admitted, for whom,
+//! for which service, and until when — or which [`Refusal`] (SQLSTATE, reason)
+//! does the client get. It does no I/O and reads no clock: `now` is injected.
+//!
+//! Files:
+//! * `mod.rs` (this file): the decision — order of checks, environment
+//!   governance (`staging` / `prod` / `replica`), refusal kinds and messages,
+//!   and how the token narrows the window.
+//! * [`token`]: JWT verification (keys, JWKS, claims) and the
+//!   `rolegate token keygen` / `issue` pieces.
+//! * [`window`]: window arithmetic (weekly windows in their time zone, DST,
+//!   chained windows, next opening).
+//!
+//! Order of checks (each refusal names the first failing one):
+//! 1. `environment = "replica"`: refused without looking at the token.
+//! 2. The token: signature against any configured key, then `iss`/`aud`/`sub`
+//!    for JWKS sources, then `exp`/`nbf` with the leeway.
+//! 3. Environment: an `env` claim must name this environment; `prod` needs
+//!    the confirmation claim (or a JWKS source with `confirms_prod = true`).
+//! 4. A window must be open now.
+//!
+//! A token narrows but never widens: the admission lasts until the earlier of
+//! the end of the current open period and the token's `exp`.
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::config::{Environment, MigrationConfig};
+
+pub mod token;
+pub mod window;
+
+#[cfg(test)]
+mod tests;
+
+pub use window::WindowState;
+
+/// SQLSTATE `invalid_password`: the token is bad, expired, or not good
+/// enough for this environment.
+pub const SQLSTATE_BAD_TOKEN: &str = "28P01";
+/// SQLSTATE `cannot_connect_now`: closed window, or a replica.
+pub const SQLSTATE_CANNOT_CONNECT_NOW: &str = "57P03";
+
+/// A configured key or JWKS that cannot be used; the message names the
+/// config key (`migration.keys[1] …`, `migration.jwks[0].file …`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AccessError(pub String);
+
+/// The migration-access policy of one loaded config.
+#[derive(Debug)]
+pub struct Access {
+    environment: Environment,
+    leeway: Duration,
+    keyring: token::Keyring,
+    schedule: window::Schedule,
+    notes: Vec<String>,
+}
+
+/// An admitted migration login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The token's `sub`: who is migrating (audit identity).
+    pub subject: String,
+    /// The token's `jti`, for the audit trail.
+    pub jti: Option<String>,
+    /// The token's `iss`, when it has one.
+    pub issuer: Option<String>,
+    /// Which `[[services]]` entry the token is for (claim `service`,
+    /// default `"default"`). The caller must check it exists and has a
+    /// migration role.
+    pub service: String,
+    /// End of the current open period (chained windows included).
+    pub window_end: Timestamp,
+    /// The token's `exp`.
+    pub token_exp: Timestamp,
+    /// `min(window_end, token_exp)`: when the session's authority ends
+    /// (then `grace` applies to a running transaction). May be slightly in
+    /// the past when the token was admitted within the `exp` leeway.
+    pub until: Timestamp,
+}
+
+/// Why a migration login is refused: sent as `FATAL` with this SQLSTATE and
+/// message. `kind` is a stable label for metrics and logs. Messages start
+/// with `rolegate: ` and never contain the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub sqlstate: &'static str,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, sqlstate: &'static str, reason: impl fmt::Display) -> Refusal {
+        Refusal {
+            sqlstate,
+            kind,
+            message: format!("rolegate: {reason}"),
+        }
+    }
+
+    fn malformed(reason: impl fmt::Display) -> Refusal {
+        Refusal::new("malformed", SQLSTATE_BAD_TOKEN, reason)
+    }
+
+    fn bad_signature(reason: impl fmt::Display) -> Refusal {
+        Refusal::new("bad_signature", SQLSTATE_BAD_TOKEN, reason)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// Every refusal `kind`, for pre-registering metric labels.
+pub const REFUSAL_KINDS: &[&str] = &[
+    "malformed",
+    "bad_signature",
+    "wrong_issuer",
+    "wrong_audience",
+    "wrong_subject",
+    "expired",
+    "not_yet_valid",
+    "wrong_environment",
+    "prod_unconfirmed",
+    "no_window",
+    "replica",
+];
+
+impl Access {
+    /// Parse every key (Ed25519 public keys as PEM (SPKI) or base64 of the
+    /// raw 32 bytes; JWKS documents with RS256, ES256 and EdDSA keys).
+    /// Errors name the config key, e.g. `migration.keys[1] …: not an Ed25519
+    /// public key: …`.
+    pub fn new(cfg: &MigrationConfig) -> Result<Access, AccessError> {
+        let (keyring, notes) = token::Keyring::new(cfg)?;
+        Ok(Access {
+            environment: cfg.environment,
+            leeway: cfg.leeway,
+            keyring,
+            schedule: window::Schedule::new(&cfg.windows),
+            notes,
+        })
+    }
+
+    /// Things worth a warning at load/reload that are not errors: JWKS keys
+    /// skipped (unsupported algorithm, encryption or symmetric keys), no keys
+    /// configured at all.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// Decide a migration login with `token` (the cleartext password) at
+    /// `now`.
+    ///
+    /// A `prod` login without confirmation is refused with `28P01`, not
+    /// `57P03`: the missing confirmation is a property of the token (mint it
+    /// with `--confirm`), and retrying later will not help.
+    pub fn admit(&self, token: &str, now: Timestamp) -> Result<Admission, Refusal> {
+        if self.environment == Environment::Replica {
+            return Err(Refusal::new(
+                "replica",
+                SQLSTATE_CANNOT_CONNECT_NOW,
+                "this is a replica; migrations are never accepted here",
+            ));
+        }
+
+        let v = self.keyring.verify(token, now, self.leeway)?;
+
+        let here = environment_name(self.environment);
+        if let Some(env) = &v.env
+            && env != here
+        {
+            return Err(Refusal::new(
+                "wrong_environment",
+                SQLSTATE_BAD_TOKEN,
+                format!(
+                    "this token was minted for environment {:?}; this is {here}",
+                    env.chars().take(32).collect::<String>()
+                ),
+            ));
+        }
+        if self.environment == Environment::Prod && !v.confirmed {
+            return Err(Refusal::new(
+                "prod_unconfirmed",
+                SQLSTATE_BAD_TOKEN,
+                "this is prod; the token must carry the confirmation claim (rolegate token issue --env prod --confirm)",
+            ));
+        }
+
+        if self.schedule.is_empty() {
+            return Err(Refusal::new(
+                "no_window",
+                SQLSTATE_CANNOT_CONNECT_NOW,
+                "no migration window is configured",
+            ));
+        }
+        match self.schedule.state(now) {
+            WindowState::Open { until: window_end } => Ok(Admission {
+                subject: v.subject,
+                jti: v.jti,
+                issuer: v.issuer,
+                service: v.service,
+                window_end,
+                token_exp: v.exp,
+                until: window_end.min(v.exp),
+            }),
+            WindowState::Closed { next } => Err(Refusal::new(
+                "no_window",
+                SQLSTATE_CANNOT_CONNECT_NOW,
+                match next {
+                    Some(t) => format!(
+                        "no migration window is open; next opens {}",
+                        t.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                    None => "no migration window is open; no window is scheduled".into(),
+                },
+            )),
+        }
+    }
+
+    /// For gauges and `window_open`/`window_close` events: is a window open
+    /// at `now`, until when (chained windows included), or when does the
+    /// next one open.
+    pub fn window_state(&self, now: Timestamp) -> WindowState {
+        self.schedule.state(now)
+    }
+}
+
+/// The config spelling of an environment, as carried in the `env` claim.
+pub fn environment_name(e: Environment) -> &'static str {
+    match e {
+        Environment::Staging => "staging",
+        Environment::Prod => "prod",
+        Environment::Replica => "replica",
+    }
+}

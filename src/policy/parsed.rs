@@ -1,0 +1,543 @@
+//! The parser path: sqlparser (`PostgreSqlDialect`) reads the statement and
+//! the classifier decides from its AST.
+//!
+//! sqlparser's reading is used only when it is provably the server's
+//! reading at the token level: the statement is tokenized by sqlparser and
+//! every significant token (word, quoted identifier, string of each flavour,
+//! number, parameter, `(`, `)`, `,`, `;`, and each run of operator
+//! characters) must have exactly the same source span and kind as in the
+//! PostgreSQL-exact scan (`lex`). Where they differ — sqlparser reads
+//! `U&"…"` as `U & "…"`, `$1$` as a dollar quote, `'a'`⏎`'b'` as two
+//! strings, keyword lookalikes such as `ſelect` (which it upper-cases to
+//! `SELECT`) — the statement goes to the lexer path instead. The AST then
+//! decides the statement type, which must agree with the head keyword the
+//! server dispatches on (`heads`), and the nested statements: CTE bodies,
+//! `EXPLAIN` targets, `PREPARE` bodies, cursor queries, `COPY (query)`,
+//! `CREATE TEMP TABLE … AS`. Functions, `set_config`, `INTO` and
+//! `pg_settings` are left to the token guards, which see every token.
+//!
+//! Resource bounds: sqlparser builds left-deep trees for operator chains
+//! (`1+1+…`, `UNION` chains, `::` casts) without counting them against its
+//! recursion limit (50, which bounds everything else), and dropping a
+//! 100 000-deep tree overflows the stack. Statements with more than
+//! [`MAX_PARSER_TOKENS`] tokens therefore skip the parser (the lexer path
+//! reads them in linear time), and the AST walk here is iterative.
+
+use sqlparser::ast::{CopySource, CopyTarget, ObjectNamePart, Query, SetExpr, Statement};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token as SqlToken, TokenWithSpan, Tokenizer};
+
+use super::fallback;
+use super::heads::{self, Head};
+use super::lex::{Kind, LineCol, StrKind, Token};
+use super::{Class, Decision, Need};
+
+/// Statements with more tokens than this are read by the lexer path only.
+/// At this size the deepest tree sqlparser can build is a few thousand
+/// levels, which its own `Drop` handles on a 2 MiB thread stack.
+pub(crate) const MAX_PARSER_TOKENS: usize = 4096;
+
+/// The class of a token for the alignment check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Word,
+    QuotedIdent,
+    Str(StrKind),
+    Number,
+    Param,
+    LParen,
+    RParen,
+    Comma,
+    Semicolon,
+    Ops,
+}
+
+type Pos = (u64, u64);
+
+/// Try the parser path for one statement. `piece` is the statement's text
+/// (between `;`s), starting at byte `offset` of the full text that `toks`
+/// (absolute offsets) were scanned from. `None` means "the parser cannot
+/// decide": tokens do not line up, parse error, or too large.
+pub(crate) fn classify(
+    piece: &str,
+    offset: usize,
+    toks: &[Token],
+    full: &str,
+    head: Head,
+) -> Option<Decision> {
+    if toks.len() > MAX_PARSER_TOKENS {
+        return None;
+    }
+    let dialect = PostgreSqlDialect {};
+    let sp = Tokenizer::new(&dialect, piece)
+        .tokenize_with_location()
+        .ok()?;
+    if !aligned(piece, offset, toks, &sp) {
+        return None;
+    }
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(sp);
+    let stmt = parser.parse_statement().ok()?;
+    if parser.peek_token().token != SqlToken::EOF {
+        return None;
+    }
+    Some(top_level(&stmt, toks, full, head))
+}
+
+/// True when sqlparser's tokens have the same significant tokens, with the
+/// same spans, as the PostgreSQL-exact scan.
+fn aligned(piece: &str, offset: usize, toks: &[Token], sp: &[TokenWithSpan]) -> bool {
+    let mut mine: Vec<(Align, Pos, Pos)> = Vec::with_capacity(toks.len());
+    let mut lc = LineCol::new(piece);
+    for t in toks {
+        let a = match t.kind {
+            Kind::Word => Align::Word,
+            Kind::QuotedIdent => Align::QuotedIdent,
+            // sqlparser has no U&"…" token: never aligned, always the lexer path.
+            Kind::UnicodeIdent => return false,
+            Kind::Str(k) => Align::Str(k),
+            Kind::Number => Align::Number,
+            Kind::Param => Align::Param,
+            Kind::LParen => Align::LParen,
+            Kind::RParen => Align::RParen,
+            Kind::Comma => Align::Comma,
+            Kind::Semicolon => Align::Semicolon,
+            Kind::Dot | Kind::Op | Kind::Other => Align::Ops,
+        };
+        let start = lc.at(t.start - offset);
+        let end = lc.at(t.end - offset);
+        push_merged(&mut mine, a, start, end);
+    }
+    let mut theirs: Vec<(Align, Pos, Pos)> = Vec::with_capacity(mine.len());
+    for t in sp {
+        let a = match &t.token {
+            SqlToken::Whitespace(_) | SqlToken::EOF => continue,
+            SqlToken::Word(w) => match w.quote_style {
+                None => {
+                    // A non-ASCII word that sqlparser takes for a keyword
+                    // (`ſelect` upper-cases to SELECT) is an identifier to
+                    // PostgreSQL: not the same reading.
+                    if w.keyword != Keyword::NoKeyword && !w.value.is_ascii() {
+                        return false;
+                    }
+                    Align::Word
+                }
+                Some('"') => Align::QuotedIdent,
+                Some(_) => return false,
+            },
+            SqlToken::SingleQuotedString(_) => Align::Str(StrKind::Standard),
+            SqlToken::EscapedStringLiteral(_) => Align::Str(StrKind::Escape),
+            SqlToken::NationalStringLiteral(_) => Align::Str(StrKind::National),
+            SqlToken::SingleQuotedByteStringLiteral(_) => Align::Str(StrKind::Bit),
+            SqlToken::HexStringLiteral(_) => Align::Str(StrKind::Hex),
+            SqlToken::UnicodeStringLiteral(_) => Align::Str(StrKind::Unicode),
+            SqlToken::DollarQuotedString(_) => Align::Str(StrKind::Dollar),
+            SqlToken::Number(_, _) => Align::Number,
+            SqlToken::Placeholder(p) if p.starts_with('$') => Align::Param,
+            SqlToken::LParen => Align::LParen,
+            SqlToken::RParen => Align::RParen,
+            SqlToken::Comma => Align::Comma,
+            SqlToken::SemiColon => Align::Semicolon,
+            // Any other string-like or payload token has no PostgreSQL twin.
+            SqlToken::Placeholder(_)
+            | SqlToken::DoubleQuotedString(_)
+            | SqlToken::TripleSingleQuotedString(_)
+            | SqlToken::TripleDoubleQuotedString(_)
+            | SqlToken::DoubleQuotedByteStringLiteral(_)
+            | SqlToken::TripleSingleQuotedByteStringLiteral(_)
+            | SqlToken::TripleDoubleQuotedByteStringLiteral(_)
+            | SqlToken::SingleQuotedRawStringLiteral(_)
+            | SqlToken::DoubleQuotedRawStringLiteral(_)
+            | SqlToken::TripleSingleQuotedRawStringLiteral(_)
+            | SqlToken::TripleDoubleQuotedRawStringLiteral(_)
+            | SqlToken::QuoteDelimitedStringLiteral(_)
+            | SqlToken::NationalQuoteDelimitedStringLiteral(_)
+            | SqlToken::CopyData { .. } => return false,
+            _ => Align::Ops,
+        };
+        let start = (t.span.start.line, t.span.start.column);
+        let end = (t.span.end.line, t.span.end.column);
+        push_merged(&mut theirs, a, start, end);
+    }
+    mine == theirs
+}
+
+/// Append, merging touching operator tokens into one run: PostgreSQL and
+/// sqlparser split operator characters differently, and the split does not
+/// matter here; which bytes are operator characters does.
+fn push_merged(v: &mut Vec<(Align, Pos, Pos)>, a: Align, start: Pos, end: Pos) {
+    if a == Align::Ops
+        && let Some(last) = v.last_mut()
+        && last.0 == Align::Ops
+        && last.2 == start
+    {
+        last.2 = end;
+        return;
+    }
+    v.push((a, start, end));
+}
+
+/// Heads a statement type may have (the server's dispatch keyword).
+fn head_agrees(stmt: &Statement, head: Head) -> bool {
+    use Head as H;
+    match stmt {
+        Statement::Query(_) => head == H::Query,
+        Statement::Insert(_) => matches!(head, H::Insert | H::Query),
+        Statement::Update(_) => matches!(head, H::Update | H::Query),
+        Statement::Delete(_) => matches!(head, H::Delete | H::Query),
+        Statement::Merge(_) => matches!(head, H::Merge | H::Query),
+        Statement::StartTransaction { .. } => matches!(head, H::Begin | H::Start),
+        Statement::Commit { .. } => matches!(head, H::Commit | H::End),
+        Statement::Rollback { .. } => matches!(head, H::Rollback | H::Abort),
+        Statement::Savepoint { .. } => head == H::Savepoint,
+        Statement::ReleaseSavepoint { .. } => head == H::Release,
+        Statement::Set(_) => head == H::Set,
+        Statement::Reset(_) => head == H::Reset,
+        Statement::ShowVariable { .. } | Statement::ShowVariables { .. } => head == H::Show,
+        Statement::Prepare { .. } => head == H::Prepare,
+        Statement::Execute { .. } => head == H::Execute,
+        Statement::Deallocate { .. } => head == H::Deallocate,
+        Statement::Declare { .. } => head == H::Declare,
+        Statement::Fetch { .. } => matches!(head, H::Fetch | H::Move),
+        Statement::Close { .. } => head == H::Close,
+        Statement::LISTEN { .. } => head == H::Listen,
+        Statement::NOTIFY { .. } => head == H::Notify,
+        Statement::UNLISTEN { .. } => head == H::Unlisten,
+        Statement::Discard { .. } => head == H::Discard,
+        Statement::Lock(_) => head == H::Lock,
+        Statement::Copy { .. } => head == H::Copy,
+        Statement::Explain { .. } => head == H::Explain,
+        Statement::Truncate(_) => head == H::Truncate,
+        Statement::Analyze(_) => head == H::Analyze,
+        Statement::Vacuum(_) => head == H::Vacuum,
+        Statement::Call(_) => head == H::Call,
+        Statement::CreateTable(ct) => ct.temporary && head == H::CreateTempTable,
+        _ => false,
+    }
+}
+
+fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decision {
+    match head {
+        // Refused families are named by the head, identically on both paths.
+        Head::Ddl(_) | Head::RoleDdl(_) | Head::Unknown => {
+            return super::fallback::head_refusal(head);
+        }
+        _ => {}
+    }
+    if !head_agrees(stmt, head) {
+        return Decision::refuse(
+            Class::Unparseable,
+            "the statement's parse does not match its leading keyword",
+        );
+    }
+    // The server reads a nested statement's kind from its own leading
+    // keyword: sqlparser's nested AST must agree with it too, and a nested
+    // statement of a refused family is refused as that family.
+    let (body, inner): (Option<&[Token]>, Option<&Statement>) = match stmt {
+        Statement::Explain { statement, .. } => {
+            (fallback::explain_body(full, toks), Some(statement))
+        }
+        Statement::Prepare { statement, .. } => {
+            (fallback::prepare_body(full, toks), Some(statement))
+        }
+        Statement::Declare { .. } => (fallback::declare_body(full, toks), None),
+        Statement::Copy {
+            source: CopySource::Query(_),
+            ..
+        } => (fallback::copy_query_body(full, toks), None),
+        _ => (None, None),
+    };
+    let needs_body = matches!(
+        stmt,
+        Statement::Explain { .. }
+            | Statement::Prepare { .. }
+            | Statement::Declare { .. }
+            | Statement::Copy {
+                source: CopySource::Query(_),
+                ..
+            }
+    );
+    if needs_body {
+        let Some(body) = body else {
+            return Decision::refuse(
+                Class::Unparseable,
+                "the nested statement could not be located",
+            );
+        };
+        let body_head = heads::head(full, body);
+        if matches!(body_head, Head::Ddl(_) | Head::RoleDdl(_)) {
+            return fallback::head_refusal(body_head);
+        }
+        let agrees = match (stmt, inner) {
+            (_, Some(inner)) => head_agrees(inner, body_head),
+            (Statement::Declare { stmts, .. }, None) => {
+                stmts.len() == 1 && fallback::QUERY_HEADS.contains(&body_head)
+            }
+            _ => fallback::PREPARABLE_HEADS.contains(&body_head),
+        };
+        if !agrees {
+            return Decision::refuse(
+                Class::Unparseable,
+                "the parse of the nested statement does not match its leading keyword",
+            );
+        }
+    } else if matches!(stmt, Statement::Copy { .. })
+        && fallback::copy_query_body(full, toks).is_some()
+    {
+        return Decision::refuse(
+            Class::Unparseable,
+            "the parse of the nested statement does not match its leading keyword",
+        );
+    }
+    // COPY's direction and target as the server reads them must agree with
+    // sqlparser's: a file or program is refused whatever the AST says.
+    if let Statement::Copy { to, target, .. } = stmt {
+        let ast_stream = matches!(
+            (to, target),
+            (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
+        );
+        match fallback::copy_end(full, toks) {
+            Some(fallback::CopyEnd::FileOrProgram) => return fallback::copy_file(),
+            Some(fallback::CopyEnd::Stream(_)) if ast_stream => {}
+            _ => {
+                return Decision::refuse(
+                    Class::Unparseable,
+                    "the parse of COPY does not match its direction and target",
+                );
+            }
+        }
+    }
+    match stmt {
+        // SET/RESET/SHOW: read from the exact tokens (see `settings`).
+        Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. } => super::settings::classify(full, toks),
+        _ => nested(stmt, 0),
+    }
+}
+
+/// Nested statements are at most this deep (`EXPLAIN` of a `PREPARE`…); the
+/// parser's recursion limit bounds it anyway, this keeps the walk obviously
+/// finite.
+const MAX_NESTING: usize = 64;
+
+/// Classify a statement from its AST (top level or nested).
+fn nested(stmt: &Statement, depth: usize) -> Decision {
+    if depth > MAX_NESTING {
+        return Decision::refuse(Class::Unparseable, "statement nesting is too deep");
+    }
+    match stmt {
+        Statement::Query(q) => query(q, depth),
+        Statement::Insert(ins) => match &ins.source {
+            Some(q) => write(query(q, depth)),
+            None => Decision::allow(Class::Write),
+        },
+        Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) => {
+            Decision::allow(Class::Write)
+        }
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => Decision::allow(Class::Transaction),
+        Statement::Prepare { statement, .. } => {
+            let body = nested(statement, depth + 1);
+            if !matches!(
+                **statement,
+                Statement::Query(_)
+                    | Statement::Insert(_)
+                    | Statement::Update(_)
+                    | Statement::Delete(_)
+                    | Statement::Merge(_)
+            ) {
+                return Decision::refuse(
+                    Class::Unparseable,
+                    "PREPARE of a statement that cannot be prepared",
+                );
+            }
+            relabel(body, Class::Prepared)
+        }
+        Statement::Execute { .. } | Statement::Deallocate { .. } => {
+            Decision::allow(Class::Prepared)
+        }
+        Statement::Declare { stmts, .. } => {
+            for d in stmts {
+                match &d.for_query {
+                    Some(q) => {
+                        let r = query(q, depth + 1);
+                        if !r.allowed {
+                            return r;
+                        }
+                    }
+                    None => {
+                        return Decision::refuse(
+                            Class::Unparseable,
+                            "DECLARE without a cursor query",
+                        );
+                    }
+                }
+            }
+            Decision::allow(Class::Cursor)
+        }
+        Statement::Fetch { into: None, .. } | Statement::Close { .. } => {
+            Decision::allow(Class::Cursor)
+        }
+        Statement::LISTEN { .. } | Statement::NOTIFY { .. } | Statement::UNLISTEN { .. } => {
+            Decision::allow(Class::ListenNotify)
+        }
+        Statement::Discard { .. } => Decision::allow(Class::Discard),
+        Statement::Lock(_) => Decision::allow(Class::Lock),
+        Statement::Copy {
+            source, to, target, ..
+        } => {
+            let std_stream = matches!(
+                (to, target),
+                (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
+            );
+            if !std_stream {
+                return match target {
+                    CopyTarget::File { .. } | CopyTarget::Program { .. } => fallback::copy_file(),
+                    _ => Decision::refuse(Class::Unparseable, "COPY with an unexpected direction"),
+                };
+            }
+            match source {
+                CopySource::Query(q) => relabel(query(q, depth + 1), Class::Copy),
+                CopySource::Table { .. } => Decision::allow(Class::Copy),
+            }
+        }
+        Statement::Explain { statement, .. } => {
+            let body = nested(statement, depth + 1);
+            let explainable = matches!(
+                **statement,
+                Statement::Query(_)
+                    | Statement::Insert(_)
+                    | Statement::Update(_)
+                    | Statement::Delete(_)
+                    | Statement::Merge(_)
+                    | Statement::Execute { .. }
+                    | Statement::Declare { .. }
+                    | Statement::CreateTable(_)
+            );
+            if explainable || !body.allowed {
+                body
+            } else {
+                Decision::refuse(
+                    Class::Unparseable,
+                    "EXPLAIN of a statement that cannot be explained",
+                )
+            }
+        }
+        Statement::Truncate(_) => Decision::switchable(
+            Class::Truncate,
+            Need::Truncate,
+            "TRUNCATE is not allowed on a runtime session (it bypasses row-level security)",
+        ),
+        Statement::Analyze(_) | Statement::Vacuum(_) => Decision::switchable(
+            Class::Maintenance,
+            Need::Maintenance,
+            "VACUUM/ANALYZE is not allowed on a runtime session",
+        ),
+        Statement::Call(f) => {
+            let mut parts = Vec::with_capacity(f.name.0.len());
+            for p in &f.name.0 {
+                match p {
+                    ObjectNamePart::Identifier(id) => parts.push(match id.quote_style {
+                        None => id.value.to_ascii_lowercase(),
+                        Some(_) => id.value.clone(),
+                    }),
+                    ObjectNamePart::Function(_) => {
+                        return Decision::refuse(Class::Unparseable, "CALL of a computed name");
+                    }
+                }
+            }
+            Decision::switchable(
+                Class::Call,
+                Need::Call(parts),
+                "CALL is not allowed on a runtime session for procedures outside [policy] allow_call",
+            )
+        }
+        Statement::CreateTable(ct) if ct.temporary => {
+            if let Some(q) = &ct.query {
+                let r = query(q, depth + 1);
+                if !r.allowed {
+                    return r;
+                }
+            }
+            Decision::switchable(
+                Class::TempTable,
+                Need::TempTables,
+                "CREATE TEMP TABLE is not allowed on a runtime session",
+            )
+        }
+        Statement::CreateTable(_) => Decision::refuse(
+            Class::Ddl,
+            "DDL is not allowed on a runtime session (CREATE TABLE)",
+        ),
+        _ => Decision::refuse(
+            Class::Unparseable,
+            "the classifier does not allow this kind of statement",
+        ),
+    }
+}
+
+fn relabel(d: Decision, class: Class) -> Decision {
+    if d.allowed && d.need.is_none() {
+        Decision::allow(class)
+    } else {
+        d
+    }
+}
+
+fn write(d: Decision) -> Decision {
+    relabel(d, Class::Write)
+}
+
+/// Walk a query's set expressions and CTEs (iteratively: `UNION` chains are
+/// left-deep) for `SELECT … INTO` and data-modifying parts.
+fn query(q: &Query, depth: usize) -> Decision {
+    enum Node<'a> {
+        Query(&'a Query),
+        Set(&'a SetExpr),
+    }
+    let mut stack = vec![Node::Query(q)];
+    let mut wrote = false;
+    while let Some(node) = stack.pop() {
+        match node {
+            Node::Query(q) => {
+                if let Some(with) = &q.with {
+                    stack.extend(with.cte_tables.iter().map(|c| Node::Query(&c.query)));
+                }
+                stack.push(Node::Set(&q.body));
+            }
+            Node::Set(s) => match s {
+                SetExpr::Select(sel) => {
+                    if sel.into.is_some() {
+                        return Decision::refuse(
+                            Class::Ddl,
+                            "DDL is not allowed on a runtime session (SELECT INTO creates a table)",
+                        );
+                    }
+                }
+                SetExpr::Query(q) => stack.push(Node::Query(q)),
+                SetExpr::SetOperation { left, right, .. } => {
+                    stack.push(Node::Set(left));
+                    stack.push(Node::Set(right));
+                }
+                SetExpr::Values(_) | SetExpr::Table(_) => {}
+                SetExpr::Insert(st)
+                | SetExpr::Update(st)
+                | SetExpr::Delete(st)
+                | SetExpr::Merge(st) => {
+                    let d = nested(st, depth + 1);
+                    if !d.allowed || d.need.is_some() {
+                        return d;
+                    }
+                    wrote = true;
+                }
+            },
+        }
+    }
+    Decision::allow(if wrote { Class::Write } else { Class::Read })
+}

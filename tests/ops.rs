@@ -1,0 +1,447 @@
+//! Operations: the admin port, `rolegate check`, live reload, graceful
+//! shutdown, connection limits and what the audit log never contains.
+//! This binary stops and breaks its own cluster, so it has one of its own.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
+
+/// GET a path on the admin port: (status, body). Test-side only.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("admin connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of a Prometheus sample whose line starts with `prefix` and
+/// contains every label in `labels`.
+fn metric(body: &str, name: &str, labels: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_the_workload() {
+    let h = harness();
+    let proxy = h.start_proxy();
+    let (status, _) = http_get(proxy.admin_port, "/healthz");
+    assert_eq!(status, 200);
+    let c = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("connect");
+    for _ in 0..5 {
+        c.simple_query("select 1").await.expect("select");
+    }
+    for _ in 0..3 {
+        let _ = c.simple_query("drop table notes").await;
+    }
+    let _ = connect_plain(&proxy.url("web", "wrong", "disable")).await;
+    let _ = connect_plain(&proxy.url("web", "wrong", "disable")).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = http_get(proxy.admin_port, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric(
+            &body,
+            "rolegate_connections_total",
+            &["identity=\"web\"", "outcome=\"ok\""]
+        ),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "rolegate_connections_total",
+            &["identity=\"web\"", "outcome=\"auth_failed\""]
+        ),
+        2.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "rolegate_statements_total",
+            &["verdict=\"allowed\"", "class=\"read\""]
+        ),
+        5.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "rolegate_statements_total",
+            &["verdict=\"refused\"", "class=\"ddl\""]
+        ),
+        3.0,
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "rolegate_refusals_total", &["reason=\"ddl\""]),
+        3.0,
+        "{body}"
+    );
+    assert!(body.contains("rolegate_classification_seconds"), "{body}");
+    assert!(body.contains("rolegate_upstream_connect_seconds"), "{body}");
+    assert!(
+        metric(&body, "rolegate_bytes_total", &["direction=\"to_client\""]) > 0.0,
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn too_many_connections_get_53300() {
+    let h = harness();
+    let proxy = h.start_proxy_with(|c| c.replace("[listen]\n", "[listen]\nmax_connections = 2\n"));
+    let a = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("a");
+    let b = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("b");
+    let e = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .map(|_| ())
+        .expect_err("third is over the limit");
+    assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{e}");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("a slot is free again");
+    c.simple_query("select 1").await.expect("query");
+    b.simple_query("select 1").await.expect("b still works");
+}
+
+#[tokio::test]
+async fn clients_that_never_authenticate_are_dropped_at_the_startup_timeout() {
+    let h = harness();
+    let proxy =
+        h.start_proxy_with(|c| c.replace("[listen]\n", "[listen]\nstartup_timeout = \"1s\"\n"));
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = idle.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a word");
+    assert!(t.elapsed() < Duration::from_secs(4));
+}
+
+fn write_config(dir: &std::path::Path, config: &str) -> std::path::PathBuf {
+    let p = dir.join("rolegate.toml");
+    std::fs::write(&p, config).expect("write config");
+    p
+}
+
+#[test]
+fn check_passes_on_the_model_and_names_each_broken_grant() {
+    let h = harness();
+    let dir = tempfile::tempdir().expect("dir");
+    let port = rolegate::cluster::free_port().expect("port");
+    let cfg = write_config(
+        dir.path(),
+        &h.base_config(port, rolegate::cluster::free_port().expect("port")),
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .expect("check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--offline"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = run(&[]);
+    assert_eq!(
+        code,
+        Some(0),
+        "check must pass on the provisioned model:\n{out}{err}"
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+    assert!(
+        out.lines().filter(|l| l.starts_with("PASS")).count() >= 10,
+        "{out}"
+    );
+
+    let rt = &h.model.runtime;
+    let mig = &h.model.migrator;
+    let t = format!("owned_{}", std::process::id());
+    h.psql_super(&format!(
+        "grant create on schema public to {rt};
+         alter role {rt} bypassrls;
+         create table {t} (x int); alter table {t} owner to {rt};
+         grant {mig} to {rt};"
+    ));
+    let (code, out, _) = run(&[]);
+    h.psql_super(&format!(
+        "revoke create on schema public from {rt};
+         alter role {rt} nobypassrls;
+         drop table {t};
+         revoke {mig} from {rt};"
+    ));
+    assert_eq!(code, Some(1), "{out}");
+    for (finding, fix) in [
+        (
+            "has CREATE on schema public",
+            "REVOKE CREATE ON SCHEMA \"public\" FROM PUBLIC",
+        ),
+        ("has BYPASSRLS", "NOBYPASSRLS"),
+        (&format!("owns public.{t}")[..], "OWNER TO"),
+        (
+            "is a member of the migration role",
+            &format!("REVOKE \"{mig}\" FROM \"{rt}\"")[..],
+        ),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("FAIL") && l.contains(finding))
+            .unwrap_or_else(|| panic!("no FAIL line for {finding:?} in:\n{out}"));
+        assert!(line.contains(fix), "{line}");
+    }
+    // The same role for both: refused as a config error before any audit.
+    let same = h
+        .base_config(port, 1)
+        .replace(&format!("user = \"{mig}\""), &format!("user = \"{rt}\""));
+    let cfg2 = dir.path().join("same.toml");
+    std::fs::write(&cfg2, same).expect("write");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg2)
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("upstream.migration.user"));
+    // Back to passing.
+    let (code, out, _) = run(&[]);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+#[tokio::test]
+async fn reload_changes_new_logins_and_keeps_old_sessions() {
+    let h = harness();
+    let dir = tempfile::tempdir().expect("dir");
+    let pw_file = dir.path().join("web-password");
+    std::fs::write(&pw_file, "first-password\n").expect("pw");
+    let proxy = h.start_proxy_with(|c| {
+        c.replace(
+            &format!("password_scram = \"{}\"", h.web_verifier),
+            &format!("password_file = \"{}\"", pw_file.display()),
+        )
+    });
+    let old = connect_plain(&proxy.url("web", "first-password", "disable"))
+        .await
+        .expect("first login");
+    // Rotate the secret file: picked up by the watcher, no signal needed.
+    std::fs::write(&pw_file, "second-password\n").expect("rotate");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if connect_plain(&proxy.url("web", "second-password", "disable"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload did not happen:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        connect_plain(&proxy.url("web", "first-password", "disable"))
+            .await
+            .is_err()
+    );
+    old.simple_query("select 1")
+        .await
+        .expect("the old session keeps working");
+    assert!(proxy.logs().contains("\"event\":\"config_reloaded\""));
+    assert!(
+        proxy.logs().contains("client web password changed"),
+        "{}",
+        proxy.logs()
+    );
+
+    // A broken config is refused and the old one stays.
+    let config_path = proxy.dir.path().join("rolegate.toml");
+    let good = std::fs::read_to_string(&config_path).expect("read");
+    std::fs::write(
+        &config_path,
+        good.replace("[upstream]", "[upstream]\nbogus_key = 1"),
+    )
+    .expect("break");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.logs().contains("config_reload_failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload failure logged:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let c = connect_plain(&proxy.url("web", "second-password", "disable"))
+        .await
+        .expect("old config still serves");
+    c.simple_query("select 1").await.expect("query");
+    // SIGHUP reloads too.
+    std::fs::write(&config_path, &good).expect("restore");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // SAFETY: signalling the child we started.
+    unsafe {
+        libc::kill(proxy.pid() as i32, libc::SIGHUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.logs().contains("\"trigger\":\"sighup\"") {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drains_then_terminates_with_57p01() {
+    let h = harness();
+    let mut proxy =
+        h.start_proxy_with(|c| c.replace("[listen]\n", "[listen]\nshutdown_timeout = \"2s\"\n"));
+    let t = format!("drain_{}", std::process::id());
+    h.psql_migrator(&format!("create table {t} (x int)"));
+    let finishing = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("a");
+    let lingering = connect_plain(&proxy.url("worker", WORKER_PASSWORD, "disable"))
+        .await
+        .expect("b");
+    let idle = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("c");
+    finishing
+        .batch_execute(&format!("begin; insert into {t} values (1)"))
+        .await
+        .expect("tx a");
+    lingering
+        .batch_execute(&format!("begin; insert into {t} values (2)"))
+        .await
+        .expect("tx b");
+    // SAFETY: signalling the child we started.
+    unsafe {
+        libc::kill(proxy.pid() as i32, libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused; the idle session is already closed.
+    assert!(
+        connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+            .await
+            .is_err()
+    );
+    assert!(idle.simple_query("select 1").await.is_err());
+    // The open transaction finishes inside the timeout.
+    finishing
+        .batch_execute("commit")
+        .await
+        .expect("commit inside the drain");
+    // The other one is past it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let e = lingering
+        .simple_query("commit")
+        .await
+        .map(|_| ())
+        .expect_err("closed");
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.code().code(), "57P01");
+    } else {
+        assert!(lingering.is_closed(), "{e}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.is_running() {
+        assert!(Instant::now() < deadline, "rolegate did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(proxy.exit_code(), Some(0));
+    assert_eq!(
+        h.psql_migrator(&format!("select string_agg(x::text, ',') from {t}")),
+        "1"
+    );
+    assert!(
+        proxy.logs().contains("57P01") || proxy.logs().contains("Shutdown"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn the_log_never_contains_secrets_or_runtime_literals() {
+    let h = harness();
+    let proxy = h.start_proxy();
+    let c = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("connect");
+    let literal = "sensitive-literal-4242";
+    let _ = c
+        .simple_query(&format!("select pg_read_file('{literal}')"))
+        .await;
+    let _ = c
+        .simple_query(&format!(
+            "select set_config('row_security', '{literal}', false)"
+        ))
+        .await;
+    let _ = c.query("select 1 where $1 = 'x'", &[&literal]).await;
+    let _ = connect_plain(&proxy.url("web", "wrong-password-9876", "disable")).await;
+    let _ = Command::new(BIN)
+        .stdin(Stdio::null())
+        .arg("--version")
+        .output();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = proxy.logs();
+    assert!(logs.contains("statement_refused"), "{logs}");
+    for secret in [
+        literal,
+        WEB_PASSWORD,
+        "wrong-password-9876",
+        &h.model.runtime_password,
+        &h.model.migrator_password,
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} appeared in the log:\n{logs}"
+        );
+    }
+}
