@@ -30,6 +30,10 @@ pub async fn run() -> anyhow::Result<()> {
             .context("cannot listen on loopback")?,
     };
     let addr = listener.local_addr().context("listener address")?;
+    let (private_key, public_key) = crate::migration::token::keygen(dir.path())?;
+    let now = jiff::Timestamp::now();
+    let window_start = now - jiff::SignedDuration::from_mins(1);
+    let window_end = now + jiff::SignedDuration::from_hours(24);
     let config_path = dir.path().join("rolegate.toml");
     let toml = format!(
         r#"[listen]
@@ -50,7 +54,16 @@ password = "{migrator_pw}"
 [[clients]]
 name = "web"
 password_scram = "{verifier}"
+
+[migration]
+environment = "staging"
+[[migration.keys]]
+public_key_file = "{public_key}"
+[[migration.windows]]
+start = "{window_start}"
+end = "{window_end}"
 "#,
+        public_key = public_key.display(),
         host = cluster.host,
         port = cluster.port,
         db = model.database,
@@ -68,6 +81,24 @@ password_scram = "{verifier}"
     .context("demo config")?;
     let proxy = Proxy::new(config);
 
+    let token = crate::migration::token::issue(
+        &std::fs::read_to_string(&private_key).context("cannot read the demo signing key")?,
+        crate::migration::token::IssueOptions {
+            subject: "demo-migration".into(),
+            ttl: std::time::Duration::from_secs(3600),
+            env: Some("staging".into()),
+            confirm: false,
+            service: None,
+            kid: None,
+            now,
+        },
+    )?;
+    let migrator_url = format!(
+        "postgres://migrator:{token}@{}:{}/{}",
+        addr.ip(),
+        addr.port(),
+        model.database
+    );
     let url = format!(
         "postgres://web:{client_password}@{}:{}/{}",
         addr.ip(),
@@ -84,6 +115,16 @@ password_scram = "{verifier}"
     println!("  psql \"{url}\" -c 'select current_user'");
     println!(
         "  psql \"{url}\" -c \"set app.tenant = 'acme'; select * from notes\"   # row-level security: only acme's rows"
+    );
+    println!(
+        "\nMigrations log in as \"migrator\" with a signed token (valid 1 hour; the demo's window is open for 24 hours):"
+    );
+    println!("  MIGRATION_URL={migrator_url}");
+    println!(
+        "  psql \"$MIGRATION_URL\" -c 'create table t (x int)'   # DDL is allowed here, and audited"
+    );
+    println!(
+        "  psql \"$DATABASE_URL\" -c 'drop table notes'           # ...and refused on the runtime URL"
     );
     println!("\nPress Ctrl-C to stop and remove everything.");
 

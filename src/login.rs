@@ -149,63 +149,133 @@ pub(crate) async fn login(
         protocol::put(&mut out, &NegotiateProtocolVersion::new(0, unsupported));
     }
 
-    if user == rt.config.migration.user {
-        info!(event = "auth_failed", session_id, identity = %identity, role = "migration", peer = %peer, reason = "migration access is not configured", "migration login refused");
-        metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => "migration", "outcome" => "refused").increment(1);
-        let _ = client.write_all(&out).await;
-        fatal(
-            &mut client,
-            "57P03",
-            "rolegate: migration access is not configured",
-            Some("This proxy does not admit migration logins yet."),
-        )
-        .await;
-        return None;
-    }
-
-    // Client authentication: SCRAM-SHA-256 against the stored verifier,
-    // or an indistinguishable exchange that fails for unknown users.
-    let entry = rt.config.clients.get(&user);
-    let verifier = match entry {
-        Some(e) => e.verifier.clone(),
-        None => ScramVerifier::mock(&user, &proxy.mock_secret),
-    };
     let mut pending = BytesMut::with_capacity(1024);
-    match scram_exchange(&mut client, &mut pending, &mut out, verifier).await {
-        Ok(()) if entry.is_some() => {}
-        Ok(()) | Err(AuthError::BadProof) => {
-            info!(event = "auth_failed", session_id, identity = %identity, role = "runtime", peer = %peer, reason = "password authentication failed", "authentication failed");
-            metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => "runtime", "outcome" => "auth_failed").increment(1);
+    let migration = user == rt.config.migration.user;
+    let role: &'static str = if migration { "migration" } else { "runtime" };
+    let refuse = |reason: &str, outcome: &'static str| {
+        info!(event = "auth_failed", session_id, identity = %identity, role, peer = %peer, reason = %reason, "login refused");
+        metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => outcome).increment(1);
+    };
+
+    // Authenticate: a migrator token (cleartext, TLS or loopback only) for
+    // the migration login; SCRAM against the stored verifier otherwise, or
+    // an indistinguishable exchange that fails for unknown users.
+    let (service_name, admission) = if migration {
+        if rt.config.migration.keys.is_empty() && rt.config.migration.jwks.is_empty() {
+            refuse("migration access is not configured", "not_configured");
+            let _ = client.write_all(&out).await;
             fatal(
                 &mut client,
-                "28P01",
-                &format!("password authentication failed for user \"{user}\""),
-                None,
+                "57P03",
+                "rolegate: migration access is not configured",
+                Some("Add [[migration.keys]] or [[migration.jwks]] and a [[migration.windows]] entry to admit migration logins."),
             )
             .await;
             return None;
         }
-        Err(AuthError::Io(_)) => return None,
-        Err(e) => {
-            info!(event = "auth_failed", session_id, identity = %identity, role = "runtime", peer = %peer, reason = %e, "authentication protocol error");
+        if !client.is_tls() && !peer.ip().is_loopback() {
+            refuse(
+                "token over plaintext from a non-loopback peer",
+                "tls_required",
+            );
             fatal(
                 &mut client,
-                "08P01",
-                &format!("rolegate: authentication failed: {e}"),
-                None,
+                "28000",
+                "rolegate: migration logins need TLS or a loopback connection",
+                Some("Connect with sslmode=require: the token is sent as a password."),
             )
             .await;
             return None;
         }
-    }
-    let entry = entry?;
-    let service = rt.config.services.get(&entry.service)?;
-    let creds = &service.runtime;
+        protocol::put(&mut out, &Authentication::CleartextPassword);
+        if client.write_all(&out).await.is_err() {
+            return None;
+        }
+        out.clear();
+        let token = match protocol::read_message(&mut client, &mut pending, MAX_AUTH_MESSAGE).await
+        {
+            Ok((b'p', body)) => {
+                let mut b: &[u8] = &body;
+                protocol::take_cstr(&mut b)
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                    .map(str::to_string)
+                    .unwrap_or_default()
+            }
+            Ok(_) | Err(ProtocolError::BadLength { .. }) => {
+                fatal(
+                    &mut client,
+                    "08P01",
+                    "rolegate: expected a password message",
+                    None,
+                )
+                .await;
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let admission = match rt.config.access.admit(&token, jiff::Timestamp::now()) {
+            Ok(a) => a,
+            Err(r) => {
+                refuse(&r.message, r.kind);
+                fatal(&mut client, r.sqlstate, &r.message, None).await;
+                return None;
+            }
+        };
+        (admission.service.clone(), Some(admission))
+    } else {
+        let entry = rt.config.clients.get(&user);
+        let verifier = match entry {
+            Some(e) => e.verifier.clone(),
+            None => ScramVerifier::mock(&user, &proxy.mock_secret),
+        };
+        match scram_exchange(&mut client, &mut pending, &mut out, verifier).await {
+            Ok(()) if entry.is_some() => {}
+            Ok(()) | Err(AuthError::BadProof) => {
+                refuse("password authentication failed", "auth_failed");
+                fatal(
+                    &mut client,
+                    "28P01",
+                    &format!("password authentication failed for user \"{user}\""),
+                    None,
+                )
+                .await;
+                return None;
+            }
+            Err(AuthError::Io(_)) => return None,
+            Err(e) => {
+                refuse(&e.to_string(), "protocol_error");
+                fatal(
+                    &mut client,
+                    "08P01",
+                    &format!("rolegate: authentication failed: {e}"),
+                    None,
+                )
+                .await;
+                return None;
+            }
+        }
+        (entry?.service.clone(), None)
+    };
+
+    let service = rt.config.services.get(&service_name);
+    let creds = match (service, migration) {
+        (Some(s), false) => s.runtime.clone(),
+        (Some(s), true) if s.migration.is_some() => s.migration.clone()?,
+        _ => {
+            let reason = format!(
+                "the token names service \"{service_name}\", which has no migration role here"
+            );
+            refuse(&reason, "unknown_service");
+            fatal(&mut client, "28P01", &format!("rolegate: {reason}"), None).await;
+            return None;
+        }
+    };
 
     if let Some(db) = startup.parameters.get("database")
         && !db.is_empty()
         && db != &creds.database
     {
+        refuse("wrong database", "wrong_database");
         fatal(
             &mut client,
             "3D000",
@@ -222,47 +292,57 @@ pub(crate) async fn login(
         .filter(|(k, _)| !matches!(k.as_str(), "user" | "database") && !k.starts_with("_pq_."))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    if let Err(reason) = crate::policy::check_startup(&params) {
-        let report = rt.config.policy.mode == crate::config::PolicyMode::Report;
-        tracing::warn!(event = "statement_refused", session_id, identity = %identity, role = "runtime", peer = %peer, class = "startup", reason = %reason, enforced = !report, "startup parameters refused");
-        metrics::counter!("rolegate_refusals_total", "reason" => "startup").increment(1);
-        if !report {
-            fatal(
-                &mut client,
-                "42501",
-                &format!("rolegate: {reason}"),
-                Some("Runtime sessions cannot set row_security, role, session_authorization, replication, or change client_encoding/standard_conforming_strings."),
-            )
-            .await;
-            return None;
+    if !migration {
+        if let Err(reason) = crate::policy::check_startup(&params) {
+            let report = rt.config.policy.mode == crate::config::PolicyMode::Report;
+            tracing::warn!(event = "statement_refused", session_id, identity = %identity, role, peer = %peer, class = "startup", reason = %reason, enforced = !report, "startup parameters refused");
+            metrics::counter!("rolegate_refusals_total", "reason" => "startup").increment(1);
+            if !report {
+                fatal(
+                    &mut client,
+                    "42501",
+                    &format!("rolegate: {reason}"),
+                    Some("Runtime sessions cannot set row_security, role, session_authorization, replication, or change client_encoding/standard_conforming_strings."),
+                )
+                .await;
+                return None;
+            }
+        }
+        // Pin the settings that make the proxy's reading of statement text
+        // the server's own (a client that set them already set these values).
+        for (name, value) in [
+            ("client_encoding", "UTF8"),
+            ("standard_conforming_strings", "on"),
+        ] {
+            if !params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                params.push((name.to_string(), value.to_string()));
+            }
         }
     }
-    // Pin the settings that make the proxy's reading of statement text
-    // the server's own (a client that set them already set these values).
-    for (name, value) in [
-        ("client_encoding", "UTF8"),
-        ("standard_conforming_strings", "on"),
-    ] {
-        if !params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name)) {
-            params.push((name.to_string(), value.to_string()));
-        }
-    }
-    let endpoint = rt.endpoints.get(&entry.service)?.clone();
+    let endpoint = match rt.endpoints.get(&service_name) {
+        Some(e) if !migration => e.clone(),
+        _ => Arc::new(upstream::Endpoint {
+            host: creds.host.clone(),
+            port: creds.port,
+            tls: rt.config.upstream.tls.clone(),
+            connect_timeout: rt.config.upstream.connect_timeout,
+        }),
+    };
     let t0 = Instant::now();
-    let conn = match upstream::connect(&endpoint, creds, &params).await {
+    let conn = match upstream::connect(&endpoint, &creds, &params).await {
         Ok(c) => c,
         Err(e) => {
-            warn!(event = "upstream_error", session_id, identity = %identity, role = "runtime", peer = %peer, error = %e, "upstream connection failed");
-            metrics::counter!("rolegate_upstream_errors_total", "role" => "runtime").increment(1);
-            metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => "runtime", "outcome" => "upstream_error").increment(1);
-            let (code, message) = upstream_failure(&e);
+            warn!(event = "upstream_error", session_id, identity = %identity, role, peer = %peer, error = %e, "upstream connection failed");
+            metrics::counter!("rolegate_upstream_errors_total", "role" => role).increment(1);
+            metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => "upstream_error").increment(1);
+            let (code, message) = upstream_failure(&e, role);
             fatal(&mut client, &code, &message, None).await;
             return None;
         }
     };
-    metrics::histogram!("rolegate_upstream_connect_seconds", "role" => "runtime")
+    metrics::histogram!("rolegate_upstream_connect_seconds", "role" => role)
         .record(t0.elapsed().as_secs_f64());
-    metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => "runtime", "outcome" => "ok").increment(1);
+    metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => "ok").increment(1);
 
     let cancel = proxy.cancels.register(UpstreamKey {
         endpoint,
@@ -281,9 +361,14 @@ pub(crate) async fn login(
         client,
         client_pending: pending,
         upstream: conn,
-        identity,
-        role: "runtime",
+        identity: admission
+            .as_ref()
+            .map(|a| a.subject.clone())
+            .unwrap_or(identity),
+        role,
         state,
+        service: service_name,
+        admission,
         _cancel: cancel,
     })
 }
@@ -296,6 +381,9 @@ pub(crate) struct LoggedIn {
     pub identity: String,
     pub role: &'static str,
     pub state: Arc<SessionState>,
+    pub service: String,
+    /// Set for migration sessions: who was admitted and until when.
+    pub admission: Option<crate::migration::Admission>,
     pub _cancel: crate::cancel::Registration,
 }
 
@@ -316,12 +404,12 @@ async fn accept_tls(
 /// What the client hears when the upstream login fails. Credential
 /// problems are the proxy's configuration, not the client's password, so
 /// they are not reported with the server's 28xxx codes.
-fn upstream_failure(e: &UpstreamError) -> (String, String) {
+fn upstream_failure(e: &UpstreamError, role: &str) -> (String, String) {
     match e {
         UpstreamError::Server { code, message, .. } if code.starts_with("28") => (
             "08004".into(),
             format!(
-                "rolegate: the upstream server rejected the proxy's runtime credentials: {message}"
+                "rolegate: the upstream server rejected the proxy's {role} credentials: {message}"
             ),
         ),
         UpstreamError::Server { code, message, .. } => (code.clone(), message.clone()),

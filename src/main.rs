@@ -48,6 +48,11 @@ enum Command {
     Demo,
     /// Read a password on stdin and print its SCRAM-SHA-256 verifier for a [[clients]] entry.
     ScramHash,
+    /// Migrator tokens: make a signing key pair, or sign a token.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// GET an admin URL and exit 0 when it answers 200 (for container HEALTHCHECKs).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
@@ -61,6 +66,85 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Write an Ed25519 key pair (migrator.key, migrator.pub) into DIR.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print a signed migrator token (JWT, EdDSA).
+    Issue {
+        /// The private key from `token keygen` (migrator.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// Who is migrating (the token's `sub`, shown in the audit log).
+        #[arg(long)]
+        subject: String,
+        /// How long the token is valid, e.g. 30m.
+        #[arg(long, default_value = "30m")]
+        ttl: String,
+        /// The environment it is minted for: staging, prod or replica.
+        #[arg(long)]
+        env: Option<String>,
+        /// Confirm a production migration (required when environment = "prod").
+        #[arg(long)]
+        confirm: bool,
+        /// The [[services]] entry whose migration role to use.
+        #[arg(long)]
+        service: Option<String>,
+        /// Key id for rotation (must match the kid of a [[migration.keys]] entry).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+}
+
+fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    use rolegate::migration::token;
+    match cmd {
+        TokenCommand::Keygen { out } => {
+            let (private, public) = token::keygen(&out)?;
+            println!(
+                "wrote {} (keep secret) and {}",
+                private.display(),
+                public.display()
+            );
+            println!(
+                "add to the config:\n[[migration.keys]]\npublic_key_file = \"{}\"",
+                public.display()
+            );
+        }
+        TokenCommand::Issue {
+            key,
+            subject,
+            ttl,
+            env,
+            confirm,
+            service,
+            kid,
+        } => {
+            let key_pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read --key {}", key.display()))?;
+            let ttl = humantime::parse_duration(&ttl)
+                .with_context(|| format!("--ttl {ttl:?} is not a duration like 30m"))?;
+            let jwt = token::issue(
+                &key_pem,
+                token::IssueOptions {
+                    subject,
+                    ttl,
+                    env,
+                    confirm,
+                    service,
+                    kid,
+                    now: jiff::Timestamp::now(),
+                },
+            )?;
+            println!("{jwt}");
+        }
+    }
+    Ok(())
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {
@@ -91,6 +175,7 @@ fn main() -> ExitCode {
             run_async(rolegate::demo::run())
         }
         Command::ScramHash => scram_hash(),
+        Command::Token { command } => token(command),
         Command::Healthcheck { url } => run_async(async move {
             rolegate::admin::healthcheck(&url)
                 .await
@@ -170,6 +255,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             });
         }
         tokio::spawn(rolegate::reload::run(proxy.clone(), sources));
+        tokio::spawn(proxy.clone().watch_windows());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot install the SIGTERM handler")?;
         let signal = tokio::select! {

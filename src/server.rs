@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::audit::StatementAudit;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::enforce::{Enforcer, PendingRefusals, SessionInfo};
@@ -166,6 +167,37 @@ impl Proxy {
         }
     }
 
+    /// Log `window_open` / `window_close` as migration windows open and
+    /// close, and keep the `rolegate_migration_window_open` gauge current.
+    pub async fn watch_windows(self: Arc<Self>) {
+        let mut was_open: Option<bool> = None;
+        loop {
+            let state = self
+                .runtime()
+                .config
+                .access
+                .window_state(jiff::Timestamp::now());
+            let (open, detail) = match state {
+                crate::migration::WindowState::Open { until } => (true, until.to_string()),
+                crate::migration::WindowState::Closed { next } => (
+                    false,
+                    next.map(|n| n.to_string())
+                        .unwrap_or_else(|| "none scheduled".into()),
+                ),
+            };
+            if was_open != Some(open) {
+                metrics::gauge!("rolegate_migration_window_open").set(if open { 1.0 } else { 0.0 });
+                if open {
+                    info!(event = "window_open", session_id = 0u64, identity = "", role = "migration", peer = "", until = %detail, "migration window open");
+                } else {
+                    info!(event = "window_close", session_id = 0u64, identity = "", role = "migration", peer = "", next = %detail, "migration window closed");
+                }
+                was_open = Some(open);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let rt = self.runtime();
@@ -206,23 +238,61 @@ impl Proxy {
             identity,
             role,
             state,
+            service,
+            admission,
             _cancel,
         } = ready;
-        info!(event = "session_start", session_id, identity = %identity, role = %role, peer = %peer, "session started");
-        let pending = Arc::new(PendingRefusals::new(self.refusal_token.clone()));
-        let enforcer = Enforcer::new(
-            self.verdicts.clone(),
-            rt.switches.clone(),
-            rt.config.policy.mode,
-            pending.clone(),
-            SessionInfo {
-                session_id,
-                identity: identity.clone(),
-                role,
-                peer,
-            },
+        info!(
+            event = "session_start",
+            session_id,
+            identity = %identity,
+            role = %role,
+            peer = %peer,
+            service = %service,
+            jti = admission.as_ref().and_then(|a| a.jti.as_deref()).unwrap_or(""),
+            until = %admission.as_ref().map(|a| a.until.to_string()).unwrap_or_default(),
+            "session started"
         );
-        let stop = stop_on_shutdown(self.shutdown.subscribe(), state.clone());
+        let shutdown = stop_on_shutdown(self.shutdown.subscribe(), state.clone());
+        let (inspector, stop) = match &admission {
+            // Migration sessions: audited, not filtered; closed when their
+            // window or token ends (after `grace` for a running transaction).
+            Some(a) => {
+                let audit = StatementAudit {
+                    session_id,
+                    identity: identity.clone(),
+                    peer,
+                    subject: a.subject.clone(),
+                    jti: a.jti.clone(),
+                    service: service.clone(),
+                };
+                let window = stop_at_window_end(a.until, rt.config.migration.grace, state.clone());
+                let stop: BoxStop = Box::pin(async move {
+                    tokio::select! {
+                        c = shutdown => c,
+                        c = window => c,
+                    }
+                });
+                (session::Inspector::Audit(audit), stop)
+            }
+            None => {
+                let pending = Arc::new(PendingRefusals::new(self.refusal_token.clone()));
+                let enforcer = Enforcer::new(
+                    self.verdicts.clone(),
+                    rt.switches.clone(),
+                    rt.config.policy.mode,
+                    pending.clone(),
+                    SessionInfo {
+                        session_id,
+                        identity: identity.clone(),
+                        role,
+                        peer,
+                    },
+                );
+                let stop: BoxStop = Box::pin(shutdown);
+                (session::Inspector::Policy(enforcer, pending), stop)
+            }
+        };
         metrics::gauge!("rolegate_active_sessions", "role" => role).increment(1.0);
         let end = session::relay(
             client,
@@ -234,7 +304,7 @@ impl Proxy {
                 max_message: rt.config.listen.max_message_size,
                 idle_timeout: rt.config.listen.idle_timeout,
             },
-            session::Inspector::Policy(enforcer, pending),
+            inspector,
             stop,
         )
         .await;
@@ -269,6 +339,22 @@ impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+type BoxStop = std::pin::Pin<Box<dyn std::future::Future<Output = StopCause> + Send>>;
+
+/// Resolves when a migration session's authority ends: at `until` if it is
+/// idle outside a transaction, else when it becomes so, or `grace` later.
+async fn stop_at_window_end(
+    until: jiff::Timestamp,
+    grace: Duration,
+    state: Arc<SessionState>,
+) -> StopCause {
+    let left = until.duration_since(jiff::Timestamp::now());
+    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    tokio::time::sleep(left).await;
+    session::until_idle_or(&state, Instant::now() + grace).await;
+    StopCause::WindowClosed
 }
 
 /// Resolves when a session must be closed for shutdown: at once if it is

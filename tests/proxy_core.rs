@@ -431,7 +431,7 @@ async fn refused_logins_get_the_documented_fatals_and_the_proxy_carries_on() {
         .map(|_| ())
         .expect_err("plaintext refused");
     assert_eq!(sqlstate(&plain).as_deref(), Some("28000"), "{plain}");
-    // The migration user, until migration access exists.
+    // The migration user, while no token key is configured.
     let mig = connect_tls(&proxy.url("migrator", "some-token", "require"))
         .await
         .map(|_| ())

@@ -1,0 +1,502 @@
+//! Migration access end to end: signed tokens, windows, governance,
+//! audited migration sessions, window end, and several services.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use jiff::{SignedDuration, Timestamp};
+use rolegate::migration::token::{self, IssueOptions};
+
+struct Keys {
+    _dir: tempfile::TempDir,
+    private: String,
+    public: PathBuf,
+    other_private: String,
+}
+
+fn keys() -> Keys {
+    let dir = tempfile::tempdir().expect("dir");
+    let (private, public) = token::keygen(dir.path()).expect("keygen");
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    let (other_private, _) = token::keygen(&other).expect("keygen 2");
+    Keys {
+        private: std::fs::read_to_string(private).expect("key"),
+        public,
+        other_private: std::fs::read_to_string(other_private).expect("key"),
+        _dir: dir,
+    }
+}
+
+fn opts(subject: &str) -> IssueOptions {
+    IssueOptions {
+        subject: subject.into(),
+        ttl: Duration::from_secs(600),
+        env: None,
+        confirm: false,
+        service: None,
+        kid: None,
+        now: Timestamp::now(),
+    }
+}
+
+fn rfc(t: Timestamp) -> String {
+    t.to_string()
+}
+
+/// A `[migration]` section with the key and one absolute window.
+fn migration_toml(keys: &Keys, env: &str, start: Timestamp, end: Timestamp, grace: &str) -> String {
+    format!(
+        "\n[migration]\nenvironment = \"{env}\"\ngrace = \"{grace}\"\n[[migration.keys]]\npublic_key_file = \"{}\"\n[[migration.windows]]\nstart = \"{}\"\nend = \"{}\"\n",
+        keys.public.display(),
+        rfc(start),
+        rfc(end)
+    )
+}
+
+fn open_now(keys: &Keys, env: &str) -> String {
+    let now = Timestamp::now();
+    migration_toml(
+        keys,
+        env,
+        now - SignedDuration::from_mins(5),
+        now + SignedDuration::from_hours(2),
+        "5m",
+    )
+}
+
+fn db_error(e: &tokio_postgres::Error) -> (String, String, String) {
+    let db = e
+        .as_db_error()
+        .unwrap_or_else(|| panic!("expected a server error, got {e}"));
+    (
+        db.severity().to_string(),
+        db.code().code().to_string(),
+        db.message().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn an_admitted_token_gets_an_audited_migration_session() {
+    let h = harness();
+    let k = keys();
+    let proxy = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "staging")));
+    let jwt = token::issue(&k.private, opts("ci-deploy-42")).expect("issue");
+    let client = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .expect("migration login");
+    let who: String = client
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("who")
+        .get(0);
+    assert_eq!(who, h.model.migrator);
+    let t = format!("mig_{}", std::process::id());
+    client
+        .batch_execute(&format!(
+            "create table {t} (id int primary key); alter table {t} add column note text"
+        ))
+        .await
+        .expect("DDL is allowed on a migration session");
+    // Default privileges: the runtime role can use the new table.
+    let rt = connect_tls(&proxy.url("web", WEB_PASSWORD, "require"))
+        .await
+        .expect("runtime");
+    rt.execute(&format!("insert into {t} values (1, 'x')"), &[])
+        .await
+        .expect("runtime DML on the new table");
+    let e = rt
+        .batch_execute(&format!("drop table {t}"))
+        .await
+        .expect_err("runtime still cannot DDL");
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let logs = proxy.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("\"event\":\"migration_statement\"") && l.contains("alter table"))
+        .unwrap_or_else(|| panic!("no migration_statement event:\n{logs}"));
+    assert!(line.contains("\"subject\":\"ci-deploy-42\""), "{line}");
+    assert!(line.contains("\"jti\":\""), "{line}");
+    assert!(line.contains("add column note text"), "{line}");
+    assert!(!logs.contains(&jwt), "the token reached the log");
+    assert!(logs.contains("\"event\":\"window_open\""), "{logs}");
+}
+
+#[tokio::test]
+async fn each_refusal_has_its_fatal_and_opens_no_upstream_connection() {
+    let h = harness();
+    let k = keys();
+    let now = Timestamp::now();
+    let staging = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "staging")));
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        (
+            "bad signature",
+            token::issue(&k.other_private, opts("x")).expect("t"),
+            "28P01",
+            "signature",
+        ),
+        (
+            "expired",
+            token::issue(
+                &k.private,
+                IssueOptions {
+                    now: now - SignedDuration::from_hours(2),
+                    ..opts("x")
+                },
+            )
+            .expect("t"),
+            "28P01",
+            "expired",
+        ),
+        (
+            "not yet valid",
+            token::issue(
+                &k.private,
+                IssueOptions {
+                    now: now + SignedDuration::from_hours(1),
+                    ..opts("x")
+                },
+            )
+            .expect("t"),
+            "28P01",
+            "not valid before",
+        ),
+        (
+            "wrong environment",
+            token::issue(
+                &k.private,
+                IssueOptions {
+                    env: Some("prod".into()),
+                    ..opts("x")
+                },
+            )
+            .expect("t"),
+            "28P01",
+            "prod",
+        ),
+        ("a runtime password", WEB_PASSWORD.to_string(), "28P01", ""),
+        (
+            "unknown service",
+            token::issue(
+                &k.private,
+                IssueOptions {
+                    service: Some("nope".into()),
+                    ..opts("x")
+                },
+            )
+            .expect("t"),
+            "28P01",
+            "nope",
+        ),
+    ];
+    for (what, jwt, code, needle) in &cases {
+        let e = connect_tls(&staging.url("migrator", jwt, "require"))
+            .await
+            .map(|_| ())
+            .expect_err(what);
+        let (sev, c, msg) = db_error(&e);
+        assert_eq!(sev, "FATAL", "{what}");
+        assert_eq!(&c, code, "{what}: {msg}");
+        assert!(msg.starts_with("rolegate:"), "{what}: {msg}");
+        assert!(msg.to_lowercase().contains(needle), "{what}: {msg}");
+    }
+    // A token is never a runtime client's password.
+    let jwt = token::issue(&k.private, opts("x")).expect("t");
+    let e = connect_tls(&staging.url("web", &jwt, "require"))
+        .await
+        .map(|_| ())
+        .expect_err("token as runtime password");
+    assert_eq!(db_error(&e).1, "28P01");
+
+    // No window open: 57P03 with the next opening.
+    let next = now + SignedDuration::from_hours(3);
+    let closed = h.start_proxy_with(|c| {
+        format!(
+            "{c}{}",
+            migration_toml(
+                &k,
+                "staging",
+                next,
+                next + SignedDuration::from_hours(1),
+                "5m"
+            )
+        )
+    });
+    let e = connect_tls(&closed.url("migrator", &jwt, "require"))
+        .await
+        .map(|_| ())
+        .expect_err("closed window");
+    let (_, code, msg) = db_error(&e);
+    assert_eq!(code, "57P03");
+    let next_s = next.round(jiff::Unit::Second).expect("round").to_string();
+    assert!(
+        msg.starts_with("rolegate: no migration window is open; next opens"),
+        "{msg}"
+    );
+    assert!(msg.contains(&next_s[..16]), "{msg} should name {next_s}");
+
+    // Replica: never.
+    let replica = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "replica")));
+    let e = connect_tls(&replica.url("migrator", &jwt, "require"))
+        .await
+        .map(|_| ())
+        .expect_err("replica");
+    assert_eq!(db_error(&e).1, "57P03");
+
+    // Prod: only with the confirmation claim.
+    let prod = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "prod")));
+    let e = connect_tls(&prod.url("migrator", &jwt, "require"))
+        .await
+        .map(|_| ())
+        .expect_err("prod unconfirmed");
+    let (_, code, msg) = db_error(&e);
+    assert_eq!(code, "28P01");
+    assert!(msg.contains("confirm"), "{msg}");
+    let confirmed = token::issue(
+        &k.private,
+        IssueOptions {
+            env: Some("prod".into()),
+            confirm: true,
+            ..opts("release")
+        },
+    )
+    .expect("t");
+    let c = connect_tls(&prod.url("migrator", &confirmed, "require"))
+        .await
+        .expect("prod with --confirm");
+    c.simple_query("select 1").await.expect("query");
+
+    // None of the refused logins opened a migration upstream connection.
+    for p in [&staging, &closed, &replica] {
+        let logs = p.logs();
+        assert!(
+            !logs
+                .lines()
+                .any(|l| l.contains("session_start") && l.contains("\"role\":\"migration\"")),
+            "{logs}"
+        );
+    }
+    // The refusals were logged with their kinds, without the tokens.
+    let logs = staging.logs();
+    assert!(logs.contains("auth_failed"));
+    for (_, jwt, _, _) in &cases {
+        assert!(!logs.contains(jwt.as_str()), "a token reached the log");
+    }
+}
+
+#[tokio::test]
+async fn window_end_closes_idle_sessions_and_lets_a_transaction_finish_within_grace() {
+    let h = harness();
+    let k = keys();
+    let now = Timestamp::now();
+    let end = now + SignedDuration::from_secs(4);
+    let proxy = h.start_proxy_with(|c| {
+        format!(
+            "{c}{}",
+            migration_toml(&k, "staging", now - SignedDuration::from_mins(1), end, "3s")
+        )
+    });
+    let jwt = token::issue(&k.private, opts("window-test")).expect("issue");
+    let t = format!("wend_{}", std::process::id());
+    h.psql_migrator(&format!("create table {t} (x int)"));
+    let idle = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .expect("idle session");
+    let finishing = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .expect("finishing");
+    let lingering = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .expect("lingering");
+    finishing
+        .batch_execute(&format!("begin; insert into {t} values (1)"))
+        .await
+        .expect("tx 1");
+    lingering
+        .batch_execute(&format!("begin; insert into {t} values (2)"))
+        .await
+        .expect("tx 2");
+    let wait = Duration::try_from(end.duration_since(Timestamp::now())).unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(500)).await;
+    // The idle one is gone at the window end.
+    assert!(
+        idle.simple_query("select 1").await.is_err(),
+        "idle session must be closed at window end"
+    );
+    // Within grace, a transaction may finish.
+    finishing
+        .batch_execute("commit")
+        .await
+        .expect("commit within grace");
+    // Past grace: FATAL 57P01 and the server rolls back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e = lingering
+        .batch_execute("commit")
+        .await
+        .expect_err("closed after grace");
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.code().code(), "57P01");
+    } else {
+        assert!(lingering.is_closed());
+    }
+    let start = Instant::now();
+    loop {
+        let v = h.psql_migrator(&format!(
+            "select coalesce(string_agg(x::text, ',' order by x), '') from {t}"
+        ));
+        if v == "1" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "got {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And new logins are refused now that the window is closed.
+    let e = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .map(|_| ())
+        .expect_err("closed");
+    assert_eq!(db_error(&e).1, "57P03");
+    let logs = proxy.logs();
+    assert!(logs.contains("\"event\":\"window_close\""), "{logs}");
+
+    // A token that expires before the window ends narrows the session.
+    let short = token::issue(
+        &k.private,
+        IssueOptions {
+            ttl: Duration::from_secs(2),
+            ..opts("short")
+        },
+    )
+    .expect("t");
+    let wide = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "staging")));
+    let c = connect_tls(&wide.url("migrator", &short, "require"))
+        .await
+        .expect("short token");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert!(
+        c.simple_query("select 1").await.is_err(),
+        "session must end with its token"
+    );
+}
+
+#[tokio::test]
+async fn services_keep_their_migration_roles_apart() {
+    let h = harness();
+    let k = keys();
+    let db = &h.model.database;
+    h.psql_super(&format!(
+        "do $$ begin
+           if not exists (select from pg_roles where rolname = 'billing_app_user') then
+             create role billing_app_user login password 'billing-rt';
+             create role billing_migrator login password 'billing-mg';
+           end if;
+         end $$;
+         grant connect on database {db} to billing_app_user, billing_migrator;"
+    ));
+    let proxy = h.start_proxy_with(|c| {
+        format!(
+            "{c}{}\n[[services]]\nname = \"billing\"\n[services.runtime]\nuser = \"billing_app_user\"\npassword = \"billing-rt\"\n[services.migration]\nuser = \"billing_migrator\"\npassword = \"billing-mg\"\n\n[[clients]]\nname = \"billing_web\"\npassword_scram = \"{}\"\nservice = \"billing\"\n",
+            open_now(&k, "staging"),
+            h.worker_verifier
+        )
+    });
+    let billing = token::issue(
+        &k.private,
+        IssueOptions {
+            service: Some("billing".into()),
+            ..opts("billing-ci")
+        },
+    )
+    .expect("t");
+    let c = connect_tls(&proxy.url("migrator", &billing, "require"))
+        .await
+        .expect("billing migration");
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("who")
+        .get(0);
+    assert_eq!(who, "billing_migrator");
+    let default = token::issue(&k.private, opts("app-ci")).expect("t");
+    let c = connect_tls(&proxy.url("migrator", &default, "require"))
+        .await
+        .expect("default migration");
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("who")
+        .get(0);
+    assert_eq!(who, h.model.migrator);
+    let c = connect_tls(&proxy.url("billing_web", WORKER_PASSWORD, "require"))
+        .await
+        .expect("billing runtime");
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("who")
+        .get(0);
+    assert_eq!(who, "billing_app_user");
+}
+
+#[test]
+fn token_cli_round_trip() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bin = env!("CARGO_BIN_EXE_rolegate");
+    let out = std::process::Command::new(bin)
+        .args(["token", "keygen", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(bin)
+        .args(["token", "issue", "--key"])
+        .arg(dir.path().join("migrator.key"))
+        .args([
+            "--subject",
+            "cli",
+            "--ttl",
+            "10m",
+            "--env",
+            "prod",
+            "--confirm",
+        ])
+        .output()
+        .expect("issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(jwt.split('.').count(), 3);
+    // Accepted by a proxy configured with the public key, in prod.
+    let h = harness();
+    let k = Keys {
+        private: String::new(),
+        public: dir.path().join("migrator.pub"),
+        other_private: String::new(),
+        _dir: tempfile::tempdir().expect("dir"),
+    };
+    let proxy = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "prod")));
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let c = connect_tls(&proxy.url("migrator", &jwt, "require"))
+            .await
+            .expect("cli token admitted");
+        c.simple_query("select 1").await.expect("query");
+    });
+    // Bad arguments are one line and exit 1.
+    let out = std::process::Command::new(bin)
+        .args(["token", "issue", "--key", "/nonexistent", "--subject", "x"])
+        .output()
+        .expect("issue");
+    assert_eq!(out.status.code(), Some(1));
+}
