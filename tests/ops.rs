@@ -445,3 +445,60 @@ async fn the_log_never_contains_secrets_or_runtime_literals() {
         );
     }
 }
+
+#[tokio::test]
+async fn healthcheck_command_probes_the_admin_port() {
+    let h = harness();
+    let proxy = h.start_proxy();
+    let ok = Command::new(BIN)
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{}/healthz", proxy.admin_port),
+        ])
+        .output()
+        .expect("healthcheck");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let closed = rolegate::cluster::free_port().expect("port");
+    let bad = Command::new(BIN)
+        .args([
+            "healthcheck",
+            "--url",
+            &format!("http://127.0.0.1:{closed}/healthz"),
+        ])
+        .output()
+        .expect("healthcheck");
+    assert_eq!(bad.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn idle_sessions_end_at_the_idle_timeout_but_running_queries_do_not() {
+    let h = harness();
+    let proxy =
+        h.start_proxy_with(|c| c.replace("[listen]\n", "[listen]\nidle_timeout = \"1s\"\n"));
+    let idle = connect_plain(&proxy.url("web", WEB_PASSWORD, "disable"))
+        .await
+        .expect("idle");
+    let busy = connect_plain(&proxy.url("worker", WORKER_PASSWORD, "disable"))
+        .await
+        .expect("busy");
+    // A query longer than the idle timeout is not idle time.
+    busy.simple_query("select pg_sleep(2)")
+        .await
+        .expect("long query survives");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let e = idle
+        .simple_query("select 1")
+        .await
+        .map(|_| ())
+        .expect_err("idle session closed");
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.code().code(), "57P01");
+    } else {
+        assert!(idle.is_closed(), "{e}");
+    }
+}

@@ -1,0 +1,107 @@
+//! The deployment files: the config the Kubernetes manifests mount passes
+//! `rolegate check --offline` (with stand-ins for the Secrets it names),
+//! and the ConfigMap carries the same config as deploy/kubernetes/rolegate.toml.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use ed25519_dalek::pkcs8::DecodePublicKey;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
+
+/// Config lines without comments or blank lines, indentation removed.
+fn normalise(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| l.split(" #").next().unwrap_or("").trim().to_string())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+#[test]
+fn configmap_matches_the_reference_config() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let toml = std::fs::read_to_string(root.join("rolegate.toml")).expect("rolegate.toml");
+    let yaml = std::fs::read_to_string(root.join("sidecar.yaml")).expect("sidecar.yaml");
+    let start = yaml.find("rolegate.toml: |").expect("ConfigMap key");
+    let block: Vec<&str> = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| {
+            l.starts_with("    ") || l.trim().is_empty() || l.trim_start().starts_with('#')
+        })
+        .collect();
+    assert_eq!(normalise(&block.join("\n")), normalise(&toml));
+}
+
+fn write(path: &Path, data: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, data).expect("write");
+}
+
+#[test]
+fn the_mounted_config_passes_check_offline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
+    let toml = std::fs::read_to_string(root.join("rolegate.toml")).expect("rolegate.toml");
+    let dir = tempfile::tempdir().expect("dir");
+    let etc = dir.path().join("etc-rolegate");
+    // Stand-ins for the Secrets and ConfigMaps the manifests mount.
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    write(&etc.join("tls/tls.crt"), cert.pem().as_bytes());
+    write(&etc.join("tls/tls.key"), key.serialize_pem().as_bytes());
+    write(&etc.join("upstream-ca/ca.crt"), ca_cert.pem().as_bytes());
+    write(&etc.join("upstream/runtime-password"), b"rt-secret\n");
+    write(&etc.join("upstream/migration-password"), b"mg-secret\n");
+    write(&etc.join("clients/web-password"), b"web-secret\n");
+    std::fs::create_dir_all(etc.join("migrator-key")).expect("mkdir");
+    let (_, public) =
+        rolegate::migration::token::keygen(&etc.join("migrator-key")).expect("keygen");
+    let pem = std::fs::read_to_string(&public).expect("pub");
+    let raw = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+        .expect("ed25519 pub")
+        .to_bytes();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"sa-1","x":"{x}"}}]}}"#
+    );
+    write(&etc.join("cluster-jwks/jwks.json"), jwks.as_bytes());
+    let config = dir.path().join("rolegate.toml");
+    std::fs::write(
+        &config,
+        toml.replace("/etc/rolegate/", &format!("{}/", etc.display())),
+    )
+    .expect("config");
+
+    let out = Command::new(BIN)
+        .args(["check", "--offline", "--config"])
+        .arg(&config)
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The example config in config/ documents every key; with its files
+    // missing it must fail, naming the first missing one.
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--offline",
+            "--config",
+            "config/rolegate.example.toml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+}
