@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-use crate::upstream::Endpoint;
+use crate::server::Proxy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -93,14 +93,16 @@ fn describe() {
 
 /// Whether the runtime upstream answers, checked at most once a second.
 pub struct Readiness {
-    endpoint: Arc<Endpoint>,
+    proxy: Arc<Proxy>,
     last: Mutex<Option<(Instant, bool)>>,
 }
 
 impl Readiness {
-    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+    /// Probes the runtime endpoint of the proxy's *current* config, so a
+    /// reload that moves the upstream moves the probe too.
+    pub fn new(proxy: Arc<Proxy>) -> Self {
         Readiness {
-            endpoint,
+            proxy,
             last: Mutex::new(None),
         }
     }
@@ -114,9 +116,12 @@ impl Readiness {
         {
             return ok;
         }
-        let ok = tokio::time::timeout(Duration::from_secs(2), self.endpoint.probe())
-            .await
-            .unwrap_or(false);
+        let ok = match self.proxy.default_endpoint() {
+            Some(endpoint) => tokio::time::timeout(Duration::from_secs(2), endpoint.probe())
+                .await
+                .unwrap_or(false),
+            None => false,
+        };
         *last = Some((Instant::now(), ok));
         ok
     }

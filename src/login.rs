@@ -114,8 +114,13 @@ pub(crate) async fn login(
         "unknown".to_string()
     };
     if rt.config.listen.tls_mode == ListenTlsMode::Require && !client.is_tls() {
-        info!(event = "auth_failed", session_id, identity = %identity, peer = %peer, reason = "plaintext refused", "TLS is required");
-        metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => "runtime", "outcome" => "tls_required").increment(1);
+        let role = if user == rt.config.migration.user {
+            "migration"
+        } else {
+            "runtime"
+        };
+        info!(event = "auth_failed", session_id, identity = %identity, role, peer = %peer, reason = "plaintext refused", "TLS is required");
+        metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => "tls_required").increment(1);
         fatal(
             &mut client,
             "28000",

@@ -244,16 +244,23 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             tokio::spawn(async move { log_findings(&rolegate::check::audit(&audit_config).await) });
         }
 
+        for note in config.access.notes() {
+            tracing::warn!(event = "migration_keys", note = %note, "migration key note");
+        }
+        if config.migration.keys.is_empty() && config.migration.jwks.is_empty() {
+            tracing::info!(
+                event = "migration_keys",
+                "no migration keys configured: migration logins are refused"
+            );
+        }
         tracing::info!(address = %config.listen.address, admin = %config.admin_address, "rolegate listening");
         let proxy = rolegate::server::Proxy::new(config);
-        if let Some(endpoint) = proxy.default_endpoint() {
-            let readiness = Arc::new(rolegate::admin::Readiness::new(endpoint));
-            tokio::spawn(async move {
-                if let Err(e) = rolegate::admin::serve(admin, metrics, readiness).await {
-                    tracing::error!(error = %e, "admin listener failed");
-                }
-            });
-        }
+        let readiness = Arc::new(rolegate::admin::Readiness::new(proxy.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = rolegate::admin::serve(admin, metrics, readiness).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
         tokio::spawn(rolegate::reload::run(proxy.clone(), sources));
         tokio::spawn(proxy.clone().watch_windows());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -110,6 +110,9 @@ pub fn reload_once(proxy: &Proxy, sources: &Sources, trigger: &str) {
     let old = proxy.runtime().config.clone();
     match Config::load(sources) {
         Ok(new) => {
+            for note in new.access.notes() {
+                tracing::warn!(event = "migration_keys", note = %note, "migration key note");
+            }
             let changes = diff(&old, &new);
             proxy.replace_config(new);
             metrics::counter!("rolegate_config_reloads_total", "outcome" => "ok").increment(1);

@@ -208,6 +208,17 @@ fn check_passes_on_the_model_and_names_each_broken_grant() {
          grant {mig} to {rt};"
     ));
     let (code, out, _) = run(&[]);
+    // `serve` with upstream.strict refuses to start on the broken model.
+    let strict = std::fs::read_to_string(&cfg)
+        .expect("cfg")
+        .replace("[upstream]\n", "[upstream]\nstrict = true\n");
+    let strict_cfg = dir.path().join("strict.toml");
+    std::fs::write(&strict_cfg, strict).expect("write");
+    let serve = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&strict_cfg)
+        .output()
+        .expect("serve");
     h.psql_super(&format!(
         "revoke create on schema public from {rt};
          alter role {rt} nobypassrls;
@@ -215,6 +226,9 @@ fn check_passes_on_the_model_and_names_each_broken_grant() {
          revoke {mig} from {rt};"
     ));
     assert_eq!(code, Some(1), "{out}");
+    assert_eq!(serve.status.code(), Some(1));
+    let serve_err = String::from_utf8_lossy(&serve.stderr);
+    assert!(serve_err.contains("upstream.strict"), "{serve_err}");
     for (finding, fix) in [
         (
             "has CREATE on schema public",
@@ -335,6 +349,24 @@ async fn reload_changes_new_logins_and_keeps_old_sessions() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A new migration window by rewriting the file.
+    std::fs::write(
+        &config_path,
+        format!("{good}\n[[migration.windows]]\nstart = \"2030-01-01T00:00:00Z\"\nend = \"2030-01-01T02:00:00Z\"\n"),
+    )
+    .expect("add a window");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.logs().contains("migration windows changed") {
+        assert!(
+            Instant::now() < deadline,
+            "window change not reloaded:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    old.simple_query("select 1")
+        .await
+        .expect("the old session still works");
 }
 
 #[tokio::test]
