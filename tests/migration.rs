@@ -500,3 +500,243 @@ fn token_cli_round_trip() {
         .expect("issue");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A third-party migration tool (refinery) runs through the proxy with a
+/// token inside a window; refused logins leave the schema unchanged.
+#[tokio::test]
+async fn refinery_migrates_through_the_proxy_and_refusals_change_nothing() {
+    let h = harness();
+    let k = keys();
+    let suffix = format!("{}_{}", std::process::id(), rand::random::<u16>());
+    let history = format!("refinery_history_{suffix}");
+    let table = format!("invoices_{suffix}");
+    let migrations = [
+        refinery::Migration::unapplied(
+            "V1__create_invoices",
+            &format!("create table {table} (id bigserial primary key, amount numeric not null)"),
+        )
+        .expect("migration 1"),
+        refinery::Migration::unapplied(
+            "V2__add_currency",
+            &format!("alter table {table} add column currency text not null default 'EUR'; create index on {table} (currency)"),
+        )
+        .expect("migration 2"),
+    ];
+    let mut runner = refinery::Runner::new(&migrations);
+    runner.set_migration_table_name(&history);
+    let exists = |h: &Harness| {
+        h.psql_migrator(&format!(
+            "select count(*) from pg_class where relname = '{table}'"
+        ))
+    };
+
+    let now = Timestamp::now();
+    let refused: Vec<(&str, String, String, &str)> = vec![
+        (
+            "outside a window",
+            migration_toml(
+                &k,
+                "staging",
+                now + SignedDuration::from_hours(5),
+                now + SignedDuration::from_hours(6),
+                "5m",
+            ),
+            token::issue(&k.private, opts("ci")).expect("t"),
+            "57P03",
+        ),
+        (
+            "expired token",
+            open_now(&k, "staging"),
+            token::issue(
+                &k.private,
+                IssueOptions {
+                    now: now - SignedDuration::from_hours(3),
+                    ..opts("ci")
+                },
+            )
+            .expect("t"),
+            "28P01",
+        ),
+        (
+            "unknown key",
+            open_now(&k, "staging"),
+            token::issue(&k.other_private, opts("ci")).expect("t"),
+            "28P01",
+        ),
+        (
+            "replica",
+            open_now(&k, "replica"),
+            token::issue(&k.private, opts("ci")).expect("t"),
+            "57P03",
+        ),
+        (
+            "prod without confirmation",
+            open_now(&k, "prod"),
+            token::issue(
+                &k.private,
+                IssueOptions {
+                    env: Some("prod".into()),
+                    ..opts("ci")
+                },
+            )
+            .expect("t"),
+            "28P01",
+        ),
+    ];
+    for (what, section, jwt, code) in &refused {
+        let proxy = h.start_proxy_with(|c| format!("{c}{section}"));
+        let e = connect_tls(&proxy.url("migrator", jwt, "require"))
+            .await
+            .map(|_| ())
+            .expect_err(what);
+        let (sev, c, msg) = db_error(&e);
+        assert_eq!(
+            (sev.as_str(), c.as_str()),
+            ("FATAL", *code),
+            "{what}: {msg}"
+        );
+        assert!(msg.starts_with("rolegate:"), "{what}: {msg}");
+        assert_eq!(exists(h), "0", "{what}: the schema changed");
+    }
+
+    // Admitted: refinery applies both migrations.
+    let proxy = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "staging")));
+    let jwt = token::issue(&k.private, opts("refinery-ci")).expect("t");
+    let mut client = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .expect("migration login");
+    let report = runner.run_async(&mut client).await.expect("refinery run");
+    assert_eq!(report.applied_migrations().len(), 2);
+    assert_eq!(exists(h), "1");
+    let cols = h.psql_migrator(&format!("select string_agg(column_name, ',' order by ordinal_position) from information_schema.columns where table_name = '{table}'"));
+    assert_eq!(cols, "id,amount,currency");
+    // Idempotent second run.
+    let report = runner.run_async(&mut client).await.expect("refinery rerun");
+    assert!(report.applied_migrations().is_empty());
+    // The runtime role can use what the migration created.
+    let rt = connect_tls(&proxy.url("web", WEB_PASSWORD, "require"))
+        .await
+        .expect("runtime");
+    rt.execute(&format!("insert into {table} (amount) values (10)"), &[])
+        .await
+        .expect("runtime insert");
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("\"subject\":\"refinery-ci\"") && logs.contains("add column currency"),
+        "{logs}"
+    );
+}
+
+/// A CI system's OIDC token: ES256 from a JWKS with issuer, audience and a
+/// subject glob; and key rotation with two `[[migration.keys]]`.
+#[tokio::test]
+async fn jwks_es256_subject_glob_and_key_rotation() {
+    use base64::Engine;
+    use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let h = harness();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("p256");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("pair");
+    let point = pair.public_key().as_ref();
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwks = format!(
+        r#"{{"keys":[{{"kty":"EC","crv":"P-256","alg":"ES256","use":"sig","kid":"ci-1","x":"{}","y":"{}"}}]}}"#,
+        b64(&point[1..33]),
+        b64(&point[33..65])
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks).expect("jwks");
+    let now = Timestamp::now();
+    let section = format!(
+        "\n[migration]\nenvironment = \"staging\"\n[[migration.jwks]]\nfile = \"{}\"\nissuer = \"https://ci.example\"\naudience = \"rolegate\"\nsubject = \"repo:acme/app:environment:*\"\n[[migration.windows]]\nstart = \"{}\"\nend = \"{}\"\n",
+        jwks_file.display(),
+        now - SignedDuration::from_mins(5),
+        now + SignedDuration::from_hours(1)
+    );
+    let proxy = h.start_proxy_with(|c| format!("{c}{section}"));
+    let mint = |sub: &str, iss: &str| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some("ci-1".into());
+        let claims = serde_json::json!({
+            "iss": iss, "aud": "rolegate", "sub": sub,
+            "iat": now.as_second(), "exp": now.as_second() + 600, "jti": "run-1"
+        });
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
+        )
+        .expect("sign")
+    };
+    let ok = mint("repo:acme/app:environment:production", "https://ci.example");
+    let c = connect_tls(&proxy.url("migrator", &ok, "require"))
+        .await
+        .expect("OIDC token admitted");
+    let who: String = c
+        .query_one("select current_user::text", &[])
+        .await
+        .expect("who")
+        .get(0);
+    assert_eq!(who, h.model.migrator);
+    for (what, jwt) in [
+        (
+            "subject outside the glob",
+            mint("repo:evil/app:environment:production", "https://ci.example"),
+        ),
+        (
+            "wrong issuer",
+            mint(
+                "repo:acme/app:environment:production",
+                "https://other.example",
+            ),
+        ),
+    ] {
+        let e = connect_tls(&proxy.url("migrator", &jwt, "require"))
+            .await
+            .map(|_| ())
+            .expect_err(what);
+        assert_eq!(db_error(&e).1, "28P01", "{what}");
+    }
+
+    // Rotation: two Ed25519 keys with kids; a token from the new key works.
+    let old = keys();
+    let new = keys();
+    let section = format!(
+        "\n[migration]\nenvironment = \"staging\"\n[[migration.keys]]\nkid = \"2026-10\"\npublic_key_file = \"{}\"\n[[migration.keys]]\nkid = \"2026-11\"\npublic_key_file = \"{}\"\n[[migration.windows]]\nstart = \"{}\"\nend = \"{}\"\n",
+        old.public.display(),
+        new.public.display(),
+        now - SignedDuration::from_mins(5),
+        now + SignedDuration::from_hours(1)
+    );
+    let proxy = h.start_proxy_with(|c| format!("{c}{section}"));
+    for (k, kid) in [(&old, "2026-10"), (&new, "2026-11")] {
+        let jwt = token::issue(
+            &k.private,
+            IssueOptions {
+                kid: Some(kid.into()),
+                ..opts("rotation")
+            },
+        )
+        .expect("t");
+        let c = connect_tls(&proxy.url("migrator", &jwt, "require"))
+            .await
+            .expect("rotated key admitted");
+        c.simple_query("select 1").await.expect("query");
+    }
+    // The old key's token claiming the new kid does not verify.
+    let jwt = token::issue(
+        &old.private,
+        IssueOptions {
+            kid: Some("2026-11".into()),
+            ..opts("rotation")
+        },
+    )
+    .expect("t");
+    let e = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .map(|_| ())
+        .expect_err("wrong kid");
+    assert_eq!(db_error(&e).1, "28P01");
+}
