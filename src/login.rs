@@ -326,12 +326,7 @@ pub(crate) async fn login(
     }
     let endpoint = match rt.endpoints.get(&service_name) {
         Some(e) if !migration => e.clone(),
-        _ => Arc::new(upstream::Endpoint {
-            host: creds.host.clone(),
-            port: creds.port,
-            tls: rt.config.upstream.tls.clone(),
-            connect_timeout: rt.config.upstream.connect_timeout,
-        }),
+        _ => Arc::new(upstream::Endpoint::new(&creds, &rt.config.upstream)),
     };
     let t0 = Instant::now();
     let conn = match upstream::connect(&endpoint, &creds, &params).await {

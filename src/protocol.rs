@@ -28,6 +28,12 @@ pub const GSSENC_REQUEST_CODE: u32 = 80_877_104;
 pub const CANCEL_REQUEST_CODE: u32 = 80_877_102;
 pub const PROTOCOL_3_0: u32 = 196_608;
 
+/// The whole SSLRequest packet: length 8, then the request code.
+pub const SSL_REQUEST: [u8; 8] = {
+    let code = SSL_REQUEST_CODE.to_be_bytes();
+    [0, 0, 0, 8, code[0], code[1], code[2], code[3]]
+};
+
 /// PostgreSQL's own limit for startup packets (pqcomm.h MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 /// Authentication-phase messages are small; anything larger is hostile.

@@ -136,7 +136,8 @@ pub async fn run(proxy: Arc<Proxy>, mut sources: Sources) {
     // Re-read the process environment on every reload so `*_env` secrets
     // rotated by a supervisor are seen too.
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let mut watcher = start_watcher(tx.clone(), &proxy.runtime().config.files);
+    // Held for its lifetime: dropping the watcher stops the watch.
+    let mut _watcher = start_watcher(tx.clone(), &proxy.runtime().config.files);
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -160,9 +161,8 @@ pub async fn run(proxy: Arc<Proxy>, mut sources: Sources) {
         reload_once(&proxy, &sources, trigger);
         let after = proxy.runtime().config.files.clone();
         if before != after {
-            watcher = start_watcher(tx.clone(), &after);
+            _watcher = start_watcher(tx.clone(), &after);
         }
-        let _ = &watcher;
     }
 }
 

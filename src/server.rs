@@ -48,12 +48,7 @@ impl Runtime {
             .map(|(name, s)| {
                 (
                     name.clone(),
-                    Arc::new(Endpoint {
-                        host: s.runtime.host.clone(),
-                        port: s.runtime.port,
-                        tls: config.upstream.tls.clone(),
-                        connect_timeout: config.upstream.connect_timeout,
-                    }),
+                    Arc::new(Endpoint::new(&s.runtime, &config.upstream)),
                 )
             })
             .collect();

@@ -23,7 +23,7 @@ use crate::protocol::{self, FrameHeader, ProtocolError};
 const READ_CHUNK: usize = 16 * 1024;
 
 /// What one session shares between its two directions and its owner.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SessionState {
     /// The transaction status byte of the last ReadyForQuery: `I`, `T` or `E`.
     pub tx_status: AtomicU8,
@@ -36,15 +36,26 @@ pub struct SessionState {
     /// Milliseconds since `created` of the last client message, for the
     /// idle timeout.
     pub last_activity_ms: AtomicU64,
-    pub created: std::sync::OnceLock<Instant>,
+    pub created: Instant,
+}
+
+impl Default for SessionState {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl SessionState {
     pub fn new() -> Self {
-        let s = SessionState::default();
-        s.tx_status.store(b'I', Ordering::Relaxed);
-        let _ = s.created.set(Instant::now());
-        s
+        SessionState {
+            tx_status: AtomicU8::new(b'I'),
+            in_flight: AtomicI64::new(0),
+            bytes_to_upstream: AtomicU64::new(0),
+            bytes_to_client: AtomicU64::new(0),
+            statements: AtomicU64::new(0),
+            last_activity_ms: AtomicU64::new(0),
+            created: Instant::now(),
+        }
     }
 
     /// Idle outside a transaction: nothing in flight, status `I`.
@@ -54,19 +65,14 @@ impl SessionState {
     }
 
     fn touch(&self) {
-        if let Some(c) = self.created.get() {
-            self.last_activity_ms
-                .store(c.elapsed().as_millis() as u64, Ordering::Relaxed);
-        }
+        self.last_activity_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn idle_for(&self) -> Duration {
-        match self.created.get() {
-            Some(c) => c.elapsed().saturating_sub(Duration::from_millis(
-                self.last_activity_ms.load(Ordering::Relaxed),
-            )),
-            None => Duration::ZERO,
-        }
+        self.created.elapsed().saturating_sub(Duration::from_millis(
+            self.last_activity_ms.load(Ordering::Relaxed),
+        ))
     }
 }
 

@@ -66,6 +66,17 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The endpoint for one credential set under the `[upstream]` TLS and
+    /// timeout settings.
+    pub fn new(creds: &Credentials, upstream: &crate::config::UpstreamConfig) -> Self {
+        Endpoint {
+            host: creds.host.clone(),
+            port: creds.port,
+            tls: upstream.tls.clone(),
+            connect_timeout: upstream.connect_timeout,
+        }
+    }
+
     fn addr(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
@@ -82,11 +93,8 @@ impl Endpoint {
         else {
             return false;
         };
-        let mut req = [0u8; 8];
-        req[..4].copy_from_slice(&8i32.to_be_bytes());
-        req[4..].copy_from_slice(&protocol::SSL_REQUEST_CODE.to_be_bytes());
         let mut a = [0u8; 1];
-        tcp.write_all(&req).await.is_ok()
+        tcp.write_all(&protocol::SSL_REQUEST).await.is_ok()
             && tcp.read_exact(&mut a).await.is_ok()
             && matches!(a[0], b'S' | b'N')
     }
@@ -105,11 +113,8 @@ impl Endpoint {
             return Ok(MaybeTls::Plain(tcp));
         };
         let mut tcp = tcp;
-        let mut req = [0u8; 8];
-        req[..4].copy_from_slice(&8i32.to_be_bytes());
-        req[4..].copy_from_slice(&protocol::SSL_REQUEST_CODE.to_be_bytes());
         let answer = async {
-            tcp.write_all(&req).await?;
+            tcp.write_all(&protocol::SSL_REQUEST).await?;
             let mut a = [0u8; 1];
             tcp.read_exact(&mut a).await?;
             Ok::<u8, std::io::Error>(a[0])
