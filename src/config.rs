@@ -75,7 +75,28 @@ struct RawConfig {
     clients: Vec<RawClient>,
     migration: RawMigration,
     policy: RawPolicy,
+    pool: RawPool,
     services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPool {
+    enabled: bool,
+    max_idle: usize,
+    idle_timeout: String,
+    max_lifetime: String,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            enabled: true,
+            max_idle: 100,
+            idle_timeout: "5m".into(),
+            max_lifetime: "1h".into(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,6 +306,7 @@ pub struct Config {
     pub clients: HashMap<String, ClientEntry>,
     pub migration: MigrationConfig,
     pub policy: PolicyConfig,
+    pub pool: PoolConfig,
     /// Credential pairs by service name; always contains at least the
     /// service of every client.
     pub services: BTreeMap<String, ServiceCredentials>,
@@ -306,6 +328,18 @@ pub struct ListenConfig {
     pub max_message_size: usize,
     pub tls_mode: ListenTlsMode,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// `[pool]`: reuse of runtime upstream sessions after their client leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub enabled: bool,
+    /// Idle upstream connections kept per service.
+    pub max_idle: usize,
+    /// An idle upstream connection unused this long is closed.
+    pub idle_timeout: Duration,
+    /// An upstream connection this old is closed instead of reused.
+    pub max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1009,8 +1043,15 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
         allow_call: p.allow_call.clone(),
     };
 
+    let pool = PoolConfig {
+        enabled: raw.pool.enabled && raw.pool.max_idle > 0,
+        max_idle: raw.pool.max_idle,
+        idle_timeout: duration("pool.idle_timeout", &raw.pool.idle_timeout)?,
+        max_lifetime: duration("pool.max_lifetime", &raw.pool.max_lifetime)?,
+    };
     Ok(Config {
         listen,
+        pool,
         admin_address: raw.admin.address,
         upstream,
         clients,

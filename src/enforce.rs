@@ -148,6 +148,10 @@ pub struct Enforcer {
     pending: Arc<PendingRefusals>,
     info: SessionInfo,
     seq: u64,
+    /// Metric handles resolved once per session, so an allowed statement
+    /// costs no registry lookup (the common case on the hot path).
+    seconds: metrics::Histogram,
+    allowed: Vec<(Class, policy::Path, metrics::Counter)>,
 }
 
 impl Enforcer {
@@ -164,6 +168,8 @@ impl Enforcer {
             mode,
             pending,
             info,
+            seconds: metrics::histogram!("rolegate_classification_seconds"),
+            allowed: Vec::new(),
             seq: 0,
         }
     }
@@ -215,14 +221,23 @@ impl Enforcer {
         let t0 = Instant::now();
         let (verdict, _hit) = self.cache.classify(sql, &self.switches);
         let secs = t0.elapsed().as_secs_f64();
-        metrics::histogram!("rolegate_classification_seconds").record(secs);
+        self.seconds.record(secs);
         if verdict.allowed {
-            record(
-                self.info.role,
-                verdict.class.as_str(),
-                "allowed",
-                path_label(&verdict),
-            );
+            let key = (verdict.class, verdict.path);
+            match self.allowed.iter().find(|(c, p, _)| (*c, *p) == key) {
+                Some((_, _, counter)) => counter.increment(1),
+                None => {
+                    let counter = metrics::counter!(
+                        "rolegate_statements_total",
+                        "role" => self.info.role,
+                        "class" => verdict.class.as_str(),
+                        "verdict" => "allowed",
+                        "path" => path_label(&verdict)
+                    );
+                    counter.increment(1);
+                    self.allowed.push((key.0, key.1, counter));
+                }
+            }
             return Action::Forward;
         }
         let verdict = verdict.clone();

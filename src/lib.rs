@@ -15,6 +15,7 @@ pub mod enforce;
 pub mod login;
 pub mod migration;
 pub mod policy;
+pub mod pool;
 pub mod protocol;
 pub mod reload;
 pub mod server;

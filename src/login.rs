@@ -324,28 +324,47 @@ pub(crate) async fn login(
             }
         }
     }
-    let endpoint = match rt.endpoints.get(&service_name) {
-        Some(e) if !migration => e.clone(),
-        _ => Arc::new(upstream::Endpoint::new(&creds, &rt.config.upstream)),
-    };
-    let t0 = Instant::now();
-    let conn = match upstream::connect(&endpoint, &creds, &params).await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(event = "upstream_error", session_id, identity = %identity, role, peer = %peer, error = %e, "upstream connection failed");
-            metrics::counter!("rolegate_upstream_errors_total", "role" => role).increment(1);
-            metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => "upstream_error").increment(1);
-            let (code, message) = upstream_failure(&e, role);
-            fatal(&mut client, &code, &message, None).await;
-            return None;
+    // Runtime sessions first try an idle upstream session left by an
+    // earlier client with the same service and startup parameters.
+    let pool_key =
+        (!migration && rt.config.pool.enabled).then(|| proxy.pool.key(&service_name, &params));
+    let reused = pool_key
+        .as_ref()
+        .and_then(|k| proxy.pool.take(k, &rt.config.pool));
+    let (conn, endpoint, reused) = match reused {
+        Some(r) => {
+            let mut conn = r.conn;
+            conn.reuse_greeting();
+            (conn, r.endpoint, true)
+        }
+        None => {
+            let endpoint = match rt.endpoints.get(&service_name) {
+                Some(e) if !migration => e.clone(),
+                _ => Arc::new(upstream::Endpoint::new(&creds, &rt.config.upstream)),
+            };
+            let t0 = Instant::now();
+            let conn = match upstream::connect(&endpoint, &creds, &params).await {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(event = "upstream_error", session_id, identity = %identity, role, peer = %peer, error = %e, "upstream connection failed");
+                    metrics::counter!("rolegate_upstream_errors_total", "role" => role)
+                        .increment(1);
+                    metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => "upstream_error").increment(1);
+                    let (code, message) = upstream_failure(&e, role);
+                    fatal(&mut client, &code, &message, None).await;
+                    return None;
+                }
+            };
+            metrics::histogram!("rolegate_upstream_connect_seconds", "role" => role)
+                .record(t0.elapsed().as_secs_f64());
+            (conn, endpoint, false)
         }
     };
-    metrics::histogram!("rolegate_upstream_connect_seconds", "role" => role)
-        .record(t0.elapsed().as_secs_f64());
+    metrics::counter!("rolegate_upstream_sessions_total", "role" => role, "source" => if reused { "pool" } else { "new" }).increment(1);
     metrics::counter!("rolegate_connections_total", "identity" => label.clone(), "role" => role, "outcome" => "ok").increment(1);
 
     let cancel = proxy.cancels.register(UpstreamKey {
-        endpoint,
+        endpoint: endpoint.clone(),
         pid: conn.pid,
         secret: conn.secret,
     });
@@ -369,6 +388,9 @@ pub(crate) async fn login(
         state,
         service: service_name,
         admission,
+        endpoint,
+        pool_key,
+        reused,
         _cancel: cancel,
     })
 }
@@ -384,6 +406,12 @@ pub(crate) struct LoggedIn {
     pub service: String,
     /// Set for migration sessions: who was admitted and until when.
     pub admission: Option<crate::migration::Admission>,
+    /// Where the upstream session lives (for cancel and reuse).
+    pub endpoint: Arc<upstream::Endpoint>,
+    /// Set for runtime sessions that may go back to the pool.
+    pub pool_key: Option<crate::pool::PoolKey>,
+    /// The upstream session was reused from the pool.
+    pub reused: bool,
     pub _cancel: crate::cancel::Registration,
 }
 

@@ -35,6 +35,9 @@ pub const SSL_REQUEST: [u8; 8] = {
 };
 
 /// PostgreSQL's own limit for startup packets (pqcomm.h MAX_STARTUP_PACKET_LENGTH).
+/// `Terminate`.
+pub const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 /// Authentication-phase messages are small; anything larger is hostile.
 pub const MAX_AUTH_MESSAGE: usize = 16 * 1024;

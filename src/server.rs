@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::enforce::{Enforcer, PendingRefusals, SessionInfo};
 use crate::login::{self, LoggedIn};
 use crate::policy::{Switches, VerdictCache};
+use crate::pool::Pool;
 use crate::protocol::{self, MaybeTls};
 use crate::session::{self, SessionState, StopCause};
 use crate::upstream::Endpoint;
@@ -82,6 +83,8 @@ pub struct Proxy {
     refusal_token: Arc<[u8]>,
     /// `true` once shutdown has begun.
     shutdown: watch::Sender<Option<Instant>>,
+    /// Idle runtime upstream sessions waiting for their next client.
+    pub pool: Arc<Pool>,
 }
 
 impl Proxy {
@@ -97,6 +100,7 @@ impl Proxy {
                 .into_bytes()
                 .into(),
             shutdown: watch::channel(None).0,
+            pool: Arc::new(Pool::default()),
         })
     }
 
@@ -108,6 +112,9 @@ impl Proxy {
     /// Swap in a new configuration; sessions already open keep theirs.
     pub fn replace_config(&self, config: Config) {
         self.runtime.store(Arc::new(Runtime::new(config)));
+        // Pooled sessions were opened with the old credentials and TLS
+        // settings; new logins must get sessions made under the new ones.
+        self.pool.clear();
     }
 
     /// Connections being served now.
@@ -127,10 +134,14 @@ impl Proxy {
     /// Accept connections until shutdown begins (or the listener fails).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         let mut shutdown = self.shutdown.subscribe();
+        let reaper = tokio::spawn(self.clone().expire_idle_upstreams());
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
-                _ = shutdown.wait_for(|s| s.is_some()) => return Ok(()),
+                _ = shutdown.wait_for(|s| s.is_some()) => {
+                    reaper.abort();
+                    return Ok(());
+                }
             };
             let (tcp, peer) = match accepted {
                 Ok(c) => c,
@@ -154,11 +165,23 @@ impl Proxy {
         let timeout = self.runtime().config.listen.shutdown_timeout;
         let deadline = Instant::now() + timeout;
         self.shutdown.send_replace(Some(deadline));
+        // Idle upstream sessions close now; sessions ending during the
+        // drain close theirs instead of pooling them.
+        self.pool.clear();
         // Sessions close themselves at the deadline; allow a moment for
         // their final writes.
         let hard = deadline + Duration::from_secs(2);
         while self.active() > 0 && Instant::now() < hard {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Close pooled upstream sessions past `pool.idle_timeout` or
+    /// `pool.max_lifetime`.
+    async fn expire_idle_upstreams(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.pool.expire(&self.runtime().config.pool);
         }
     }
 
@@ -235,8 +258,12 @@ impl Proxy {
             state,
             service,
             admission,
+            endpoint,
+            pool_key,
+            reused,
             _cancel,
         } = ready;
+        let mut upstream = upstream;
         info!(
             event = "session_start",
             session_id,
@@ -244,6 +271,7 @@ impl Proxy {
             role = %role,
             peer = %peer,
             service = %service,
+            upstream = if reused { "pooled" } else { "new" },
             jti = admission.as_ref().and_then(|a| a.jti.as_deref()).unwrap_or(""),
             until = %admission.as_ref().map(|a| a.until.to_string()).unwrap_or_default(),
             "session started"
@@ -289,11 +317,11 @@ impl Proxy {
             }
         };
         metrics::gauge!("rolegate_active_sessions", "role" => role).increment(1.0);
-        let end = session::relay(
+        let relayed = session::relay(
             client,
             client_pending,
-            upstream.stream,
-            upstream.read_ahead,
+            &mut upstream.stream,
+            std::mem::take(&mut upstream.read_ahead),
             state.clone(),
             session::Limits {
                 max_message: rt.config.listen.max_message_size,
@@ -304,6 +332,22 @@ impl Proxy {
         )
         .await;
         metrics::gauge!("rolegate_active_sessions", "role" => role).decrement(1.0);
+        let end = relayed.end;
+        // A runtime client that left cleanly leaves an idle upstream
+        // session behind: reset it and keep it for the next client.
+        let poolable = matches!(
+            end,
+            session::SessionEnd::Terminated | session::SessionEnd::ClientGone
+        ) && state.is_idle();
+        match (pool_key, relayed.reusable) {
+            (Some(key), Some(rest)) if poolable => {
+                upstream.read_ahead = rest;
+                let pool = self.pool.clone();
+                let cfg = rt.config.pool;
+                tokio::spawn(async move { pool.give_back(key, upstream, endpoint, cfg).await });
+            }
+            _ => crate::pool::close(upstream.stream).await,
+        }
         info!(
             event = "session_end",
             session_id,

@@ -125,21 +125,54 @@ pub enum SessionEnd {
     IdleTimeout,
 }
 
+/// How a relay ended, and whether its upstream connection can serve
+/// another client.
+#[derive(Debug)]
+pub struct RelayEnd {
+    pub end: SessionEnd,
+    /// Set when the upstream stream sits between messages in both
+    /// directions, with no extended-protocol messages awaiting a Sync: the
+    /// bytes the server sent that the client never got (whole frames), for
+    /// whoever reads the connection next.
+    pub reusable: Option<BytesMut>,
+}
+
+/// Where client → upstream traffic stopped, kept outside the relay future
+/// so it survives the future being dropped.
+#[derive(Debug, Default)]
+struct ToUpstream {
+    /// Bytes of a frame already partly forwarded.
+    in_frame: usize,
+    /// Parse/Bind/Describe/Execute/Close sent since the last Sync.
+    unsynced: bool,
+    /// A write to the upstream was under way.
+    writing: bool,
+}
+
+/// Likewise for upstream → client.
+#[derive(Debug, Default)]
+struct ToClient {
+    /// Read from the upstream, not yet delivered.
+    buf: BytesMut,
+    /// Bytes of a frame still to come from the upstream.
+    in_frame: usize,
+}
+
 /// Relay until one side ends or `stop` resolves. `client_pending` holds
 /// bytes the client sent during login that belong to the session;
-/// `upstream_pending` likewise for the server. `policy` is the runtime
-/// policy (absent on migration sessions).
+/// `upstream_pending` likewise for the server. The upstream connection is
+/// borrowed: the owner decides whether it is reused or closed.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay<C, U, S>(
     client: C,
     client_pending: BytesMut,
-    upstream: U,
+    upstream: &mut U,
     upstream_pending: BytesMut,
     state: Arc<SessionState>,
     limits: Limits,
     inspector: Inspector,
     stop: S,
-) -> SessionEnd
+) -> RelayEnd
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -147,6 +180,11 @@ where
 {
     let (mut client_r, mut client_w) = tokio::io::split(client);
     let (mut upstream_r, mut upstream_w) = tokio::io::split(upstream);
+    let mut up = ToUpstream::default();
+    let mut down = ToClient {
+        buf: upstream_pending,
+        in_frame: 0,
+    };
     let (check, pending) = match inspector {
         Inspector::Policy(e, p) => (Check::Enforce(e), Some(p)),
         Inspector::Audit(a) => (Check::Audit(a), None),
@@ -155,6 +193,7 @@ where
         &mut client_r,
         &mut upstream_w,
         client_pending,
+        &mut up,
         &state,
         limits.max_message,
         check,
@@ -162,7 +201,7 @@ where
     let s2c = upstream_to_client(
         &mut upstream_r,
         &mut client_w,
-        upstream_pending,
+        &mut down,
         &state,
         pending.as_deref(),
     );
@@ -199,8 +238,11 @@ where
         let _ = client_w.write_all(&out).await;
     }
     let _ = client_w.shutdown().await;
-    let _ = upstream_w.shutdown().await;
-    end
+    let clean = up.in_frame == 0 && !up.unsynced && !up.writing && down.in_frame == 0;
+    RelayEnd {
+        end,
+        reusable: clean.then_some(down.buf),
+    }
 }
 
 /// Resolves when the client has sent nothing for `timeout` while no query
@@ -233,6 +275,7 @@ async fn client_to_upstream<R, W>(
     client: &mut R,
     upstream: &mut W,
     mut buf: BytesMut,
+    track: &mut ToUpstream,
     state: &SessionState,
     max_message: usize,
     mut check: Check,
@@ -241,8 +284,6 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    // Bytes still to pass of a frame whose header was already seen.
-    let mut in_frame: usize = 0;
     let relayed = metrics::counter!("rolegate_bytes_total", "direction" => "to_upstream");
     loop {
         let mut ready = 0usize;
@@ -250,11 +291,11 @@ where
         // How many bytes the buffer must hold before scanning can go on.
         let mut need = 0usize;
         loop {
-            if in_frame > 0 {
-                let n = in_frame.min(buf.len() - ready);
+            if track.in_frame > 0 {
+                let n = track.in_frame.min(buf.len() - ready);
                 ready += n;
-                in_frame -= n;
-                if in_frame > 0 {
+                track.in_frame -= n;
+                if track.in_frame > 0 {
                     break;
                 }
             }
@@ -265,18 +306,23 @@ where
             };
             match header.tag {
                 b'X' => {
-                    ready += header.total().min(buf.len() - ready);
+                    // Not forwarded: the owner closes the upstream, or
+                    // keeps it for the next client.
                     terminated = true;
                     break;
                 }
                 b'S' => {
                     // Sync: one ReadyForQuery will answer it.
                     state.in_flight.fetch_add(1, Ordering::AcqRel);
-                    in_frame = header.total();
+                    track.unsynced = false;
+                    track.in_frame = header.total();
                 }
                 b'Q' | b'P' | b'F' => {
                     if matches!(header.tag, b'Q' | b'P') {
                         state.statements.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if header.tag == b'P' {
+                        track.unsynced = true;
                     }
                     if header.tag != b'P' {
                         state.in_flight.fetch_add(1, Ordering::AcqRel);
@@ -298,11 +344,13 @@ where
                         Action::Substitute(sub) => {
                             // Flush what precedes, send the substitute, and
                             // drop the client's message.
+                            track.writing = true;
                             if upstream.write_all(&buf[..ready]).await.is_err()
                                 || upstream.write_all(&sub).await.is_err()
                             {
                                 return SessionEnd::UpstreamGone;
                             }
+                            track.writing = false;
                             state
                                 .bytes_to_upstream
                                 .fetch_add((ready + sub.len()) as u64, Ordering::Relaxed);
@@ -312,14 +360,21 @@ where
                         }
                     }
                 }
-                _ => in_frame = header.total(),
+                tag => {
+                    if matches!(tag, b'B' | b'D' | b'E' | b'C') {
+                        track.unsynced = true;
+                    }
+                    track.in_frame = header.total();
+                }
             }
         }
         if ready > 0 {
+            track.writing = true;
             if upstream.write_all(&buf[..ready]).await.is_err() {
                 // The upstream side reports its own end.
                 return SessionEnd::UpstreamGone;
             }
+            track.writing = false;
             state
                 .bytes_to_upstream
                 .fetch_add(ready as u64, Ordering::Relaxed);
@@ -347,7 +402,7 @@ where
 async fn upstream_to_client<R, W>(
     upstream: &mut R,
     client: &mut W,
-    mut buf: BytesMut,
+    track: &mut ToClient,
     state: &SessionState,
     pending: Option<&PendingRefusals>,
 ) -> SessionEnd
@@ -355,18 +410,18 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut in_frame: usize = 0;
+    let ToClient { buf, in_frame } = track;
     let relayed = metrics::counter!("rolegate_bytes_total", "direction" => "to_client");
     // Whether the server already told the client why it is closing.
     let mut sent_fatal = false;
     loop {
         let mut ready = 0usize;
         loop {
-            if in_frame > 0 {
-                let n = in_frame.min(buf.len() - ready);
+            if *in_frame > 0 {
+                let n = (*in_frame).min(buf.len() - ready);
                 ready += n;
-                in_frame -= n;
-                if in_frame > 0 {
+                *in_frame -= n;
+                if *in_frame > 0 {
                     break;
                 }
             }
@@ -378,7 +433,7 @@ where
                 Ok(None) => break,
                 Err(_) => {
                     // A corrupt stream cannot be resynchronised; end it.
-                    return end_upstream(client, &mut buf, ready, true).await;
+                    return end_upstream(client, buf, ready, true).await;
                 }
             };
             let watched =
@@ -391,7 +446,7 @@ where
                         if total > 64 * 1024 {
                             // An error response is never this large; pass it
                             // through without looking.
-                            in_frame = total;
+                            *in_frame = total;
                             continue;
                         }
                         break;
@@ -441,7 +496,7 @@ where
                     }
                     ready += total;
                 }
-                _ => in_frame = header.total(),
+                _ => *in_frame = header.total(),
             }
         }
         if ready > 0 {
@@ -457,10 +512,10 @@ where
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
         }
-        match upstream.read_buf(&mut buf).await {
+        match upstream.read_buf(buf).await {
             Ok(0) | Err(_) => {
-                let at_boundary = in_frame == 0;
-                return end_upstream(client, &mut buf, 0, at_boundary && !sent_fatal).await;
+                let at_boundary = *in_frame == 0;
+                return end_upstream(client, buf, 0, at_boundary && !sent_fatal).await;
             }
             Ok(_) => {}
         }

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{Credentials, Secret};
 use crate::protocol::{self, MAX_AUTH_MESSAGE, MaybeTls, ProtocolError};
 use crate::tls::{UpstreamTls, UpstreamTlsMode};
+
+pub mod scram;
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
 pub type UpstreamStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
@@ -45,7 +48,7 @@ pub enum UpstreamError {
     #[error("upstream asked for an unsupported authentication method ({0})")]
     UnsupportedAuth(String),
     #[error("upstream SCRAM exchange failed: {0}")]
-    Scram(std::io::Error),
+    Scram(#[from] scram::ScramError),
     /// The server refused with an ErrorResponse.
     #[error("{message}")]
     Server {
@@ -155,8 +158,40 @@ pub struct UpstreamConn {
     /// ParameterStatus messages and notices, raw, in the order received, to
     /// be replayed to the client.
     pub greeting: BytesMut,
-    /// The `server_version` etc. the server announced.
+    /// The `server_version` etc. the server announced, kept current
+    /// across pooled reuse.
     pub parameters: Vec<(String, String)>,
+    /// When the connection was opened (for `pool.max_lifetime`).
+    pub born: std::time::Instant,
+}
+
+impl UpstreamConn {
+    /// Record a ParameterStatus body (name, value).
+    pub fn set_parameter(&mut self, body: &[u8]) {
+        let mut b = body;
+        let (Some(k), Some(v)) = (protocol::take_cstr(&mut b), protocol::take_cstr(&mut b)) else {
+            return;
+        };
+        let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
+        match self.parameters.iter_mut().find(|(name, _)| *name == k) {
+            Some(entry) => entry.1 = v.into_owned(),
+            None => self.parameters.push((k.into_owned(), v.into_owned())),
+        }
+    }
+
+    /// The ParameterStatus messages a client of a reused session is
+    /// greeted with: the current values, not the first login's notices.
+    pub fn reuse_greeting(&mut self) {
+        self.greeting.clear();
+        for (k, v) in &self.parameters {
+            let mut body = Vec::with_capacity(k.len() + v.len() + 2);
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+            push_raw(&mut self.greeting, b'S', &body);
+        }
+    }
 }
 
 /// Connect and authenticate as `creds`, passing `params` (the client's
@@ -196,6 +231,7 @@ pub async fn connect(
             secret: 0,
             greeting: BytesMut::new(),
             parameters: Vec::new(),
+            born: std::time::Instant::now(),
         };
         loop {
             // ParameterStatus values can be long (e.g. search_path), but the
@@ -275,7 +311,7 @@ async fn authenticate(
     buf: &mut BytesMut,
     creds: &Credentials,
 ) -> Result<(), UpstreamError> {
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<scram::ScramClient> = None;
     loop {
         let (tag, body) = protocol::read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
         match tag {
@@ -295,6 +331,11 @@ async fn authenticate(
         let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
         let rest = &body[4..];
         match code {
+            // A server that skips SASLFinal has not proved it knows the
+            // password: refuse, as libpq does.
+            0 if scram.as_ref().is_some_and(|s| !s.finished()) => {
+                return Err(scram::ScramError::Order.into());
+            }
             0 => return Ok(()),
             3 => {
                 let pw = password(creds)?;
@@ -335,8 +376,9 @@ async fn authenticate(
                     ));
                 }
                 let pw = password(creds)?;
-                let s = ScramSha256::new(pw.expose().as_bytes(), ChannelBinding::unsupported());
-                let first = s.message();
+                let mut s = scram::ScramClient::new(&creds.user, pw.expose(), scram::cache());
+                let first = s.client_first();
+                let first = first.as_slice();
                 let mut msg = Vec::with_capacity(first.len() + 32);
                 msg.extend_from_slice(SCRAM_SHA_256.as_bytes());
                 msg.push(0);
@@ -347,13 +389,12 @@ async fn authenticate(
             }
             11 => {
                 let s = scram.as_mut().ok_or(ProtocolError::Unexpected('R'))?;
-                s.update(rest).map_err(UpstreamError::Scram)?;
-                let reply = s.message().to_vec();
+                let reply = s.client_final(rest)?;
                 send_password_message(stream, &reply).await?;
             }
             12 => {
                 let s = scram.as_mut().ok_or(ProtocolError::Unexpected('R'))?;
-                s.finish(rest).map_err(UpstreamError::Scram)?;
+                s.verify_server_final(rest)?;
             }
             other => return Err(UpstreamError::UnsupportedAuth(format!("code {other}"))),
         }
