@@ -37,12 +37,13 @@ CREATE TABLE IF NOT EXISTS public.notes (
 -- row; the runtime role sees only its tenant's rows.
 ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
 
--- current_setting(..., true) is NULL when app.tenant was never set, so a
--- session without a tenant sees and may write nothing.
+-- current_setting(..., true) is NULL when app.tenant was never set, and ''
+-- after RESET ALL (a reused upstream session: the placeholder survives), so
+-- NULLIF makes both mean "no tenant": such a session sees and may write nothing.
 DROP POLICY IF EXISTS notes_tenant_isolation ON public.notes;
 CREATE POLICY notes_tenant_isolation ON public.notes
-  USING (tenant = current_setting('app.tenant', true))
-  WITH CHECK (tenant = current_setting('app.tenant', true));
+  USING (tenant = NULLIF(current_setting('app.tenant', true), ''))
+  WITH CHECK (tenant = NULLIF(current_setting('app.tenant', true), ''));
 
 INSERT INTO public.notes (tenant, body)
 SELECT v.tenant, v.body

@@ -109,6 +109,9 @@ async fn no_session_state_leaks_to_the_next_client() {
         Some("tenant-a"),
         "a custom setting leaked"
     );
+    // RLS treats the reset placeholder ('') like "no tenant": no rows.
+    let visible: i64 = one("select count(*) from public.notes").await.get(0);
+    assert_eq!(visible, 0, "a reused session without a tenant sees rows");
     let prepared: i64 = one(
         // B's own statements (tokio-postgres prepares each query) excluded.
         "select count(*) from pg_prepared_statements where name = 'leaked_stmt' or statement = 'select $1::int + 1'",
