@@ -324,6 +324,30 @@ pub(crate) async fn login(
             }
         }
     }
+    // The upstream StartupMessage carries the proxy's role, database and
+    // pinned settings too; PostgreSQL would drop one over its limit without
+    // a useful error, so say so here.
+    let upstream_len = 9
+        + "user".len()
+        + creds.user.len()
+        + "database".len()
+        + creds.database.len()
+        + 4
+        + params
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    if upstream_len > protocol::MAX_STARTUP_PACKET {
+        refuse("startup packet too long", "protocol_error");
+        fatal(
+            &mut client,
+            "08P01",
+            "rolegate: the startup packet is too long once the proxy adds its own parameters",
+            Some("Send fewer or shorter startup parameters."),
+        )
+        .await;
+        return None;
+    }
     // Runtime sessions first try an idle upstream session left by an
     // earlier client with the same service and startup parameters.
     let pool_key =

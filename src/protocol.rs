@@ -34,10 +34,10 @@ pub const SSL_REQUEST: [u8; 8] = {
     [0, 0, 0, 8, code[0], code[1], code[2], code[3]]
 };
 
-/// PostgreSQL's own limit for startup packets (pqcomm.h MAX_STARTUP_PACKET_LENGTH).
 /// `Terminate`.
 pub const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
 
+/// PostgreSQL's own limit for startup packets (pqcomm.h MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 /// Authentication-phase messages are small; anything larger is hostile.
 pub const MAX_AUTH_MESSAGE: usize = 16 * 1024;
@@ -67,6 +67,22 @@ pub enum StartupPacket {
     GssEncRequest,
     Cancel { pid: i32, secret: i32 },
     Startup(Startup),
+}
+
+/// Whether a StartupMessage body is exactly name NUL value NUL pairs
+/// followed by one terminating NUL.
+fn startup_layout_ok(mut body: &[u8]) -> bool {
+    loop {
+        match take_cstr(&mut body) {
+            Some([]) => return body.is_empty(),
+            Some(_) => {
+                if take_cstr(&mut body).is_none() {
+                    return false;
+                }
+            }
+            None => return false,
+        }
+    }
 }
 
 /// Read one untyped startup-phase packet (length + code + body).
@@ -114,7 +130,11 @@ pub async fn read_startup_packet<S: AsyncRead + Unpin>(
                     "parameters are not valid UTF-8".into(),
                 ));
             }
-            if body.last() != Some(&0) {
+            // The list ends with an empty name: a value's NUL followed by
+            // the terminator NUL (or the terminator alone for no
+            // parameters), exactly as PostgreSQL requires.
+            let terminated = startup_layout_ok(body);
+            if !terminated {
                 return Err(ProtocolError::BadStartup(
                     "parameter list is not terminated".into(),
                 ));
@@ -327,6 +347,17 @@ impl<T> MaybeTls<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn startup_layout_is_exact() {
+        assert!(startup_layout_ok(b"\0"));
+        assert!(startup_layout_ok(b"user\0web\0\0"));
+        assert!(startup_layout_ok(b"user\0\0\0"));
+        assert!(!startup_layout_ok(b""));
+        assert!(!startup_layout_ok(b"user\0web\0database\0"));
+        assert!(!startup_layout_ok(b"user\0\0"));
+        assert!(!startup_layout_ok(b"user\0web\0\0x"));
+    }
 
     #[test]
     fn header_rejects_bad_lengths() {

@@ -318,19 +318,20 @@ where
                     track.in_frame = header.total();
                 }
                 b'Q' | b'P' | b'F' => {
+                    let total = header.total();
+                    if buf.len() - ready < total {
+                        // Counted once whole: the header is parsed again
+                        // after the next read.
+                        need = ready + total;
+                        break;
+                    }
                     if matches!(header.tag, b'Q' | b'P') {
                         state.statements.fetch_add(1, Ordering::Relaxed);
                     }
                     if header.tag == b'P' {
                         track.unsynced = true;
-                    }
-                    if header.tag != b'P' {
+                    } else {
                         state.in_flight.fetch_add(1, Ordering::AcqRel);
-                    }
-                    let total = header.total();
-                    if buf.len() - ready < total {
-                        need = ready + total;
-                        break;
                     }
                     let action = match &mut check {
                         Check::Enforce(enf) => enf.inspect(header.tag, &buf[ready..ready + total]),

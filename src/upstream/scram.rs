@@ -52,8 +52,11 @@ struct Keys {
 /// logs in over and over, from every session.
 #[derive(Default)]
 pub struct KeyCache {
-    entries: Mutex<HashMap<(String, Vec<u8>, u32), Keys>>,
+    entries: Mutex<HashMap<CacheKey, Keys>>,
 }
+
+/// (role, salt, iterations).
+type CacheKey = (String, Vec<u8>, u32);
 
 impl KeyCache {
     /// The keys for `password`, derived at most once per (role, salt,

@@ -104,6 +104,36 @@ pub fn sync() -> Vec<u8> {
     msg(b'S', &[])
 }
 
+/// A CancelRequest packet for the given BackendKeyData.
+pub fn cancel_request(pid: i32, secret: i32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&16i32.to_be_bytes());
+    v.extend_from_slice(&80_877_102u32.to_be_bytes());
+    v.extend_from_slice(&pid.to_be_bytes());
+    v.extend_from_slice(&secret.to_be_bytes());
+    v
+}
+
+/// The (pid, secret) of the BackendKeyData among login messages.
+pub fn backend_key(msgs: &[Msg]) -> Option<(i32, i32)> {
+    let k = msgs.iter().find(|m| m.tag == b'K' && m.body.len() >= 8)?;
+    let b = &k.body;
+    Some((
+        i32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        i32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+    ))
+}
+
+/// What [`Raw::recv_within`] saw.
+#[derive(Debug)]
+pub enum Recv {
+    Msg(Msg),
+    /// The peer closed the connection (or it broke).
+    Closed,
+    /// Nothing complete arrived within the wait.
+    Quiet,
+}
+
 impl Raw {
     /// Open a TCP connection without doing anything.
     pub async fn connect(port: u16) -> Raw {
@@ -207,6 +237,40 @@ impl Raw {
                 return None;
             }
         }
+    }
+
+    /// Like [`Raw::recv`], but never panics: waits at most `wait` for the
+    /// next whole message. For hostile and property tests, where silence
+    /// and resets are legitimate outcomes.
+    pub async fn recv_within(&mut self, wait: std::time::Duration) -> Recv {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                if len < 4 {
+                    // Not a frame a server would send: treat as a broken stream.
+                    return Recv::Closed;
+                }
+                if self.buf.len() > len as usize {
+                    let frame = self.buf.split_to(len as usize + 1);
+                    return Recv::Msg(Msg {
+                        tag: frame[0],
+                        body: frame[5..].to_vec(),
+                    });
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await {
+                Err(_) => return Recv::Quiet,
+                Ok(Ok(0)) | Ok(Err(_)) => return Recv::Closed,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The socket and any bytes already read but not yet returned, for
+    /// tests that split the connection into reader and writer halves.
+    pub fn into_parts(self) -> (TcpStream, BytesMut) {
+        (self.stream, self.buf)
     }
 
     /// Messages up to and including the next ReadyForQuery.
