@@ -350,6 +350,15 @@ pub(crate) fn analyze(sql: &[u8]) -> Analysis {
             Path::Lexer,
         );
     };
+    // A NUL anywhere (even inside a quoted identifier, where the scanner
+    // would carry it) is text PostgreSQL never receives: refuse it whole.
+    if sql.contains(&0) {
+        return Analysis::whole(
+            Class::Unparseable,
+            "the text contains a NUL byte",
+            Path::Lexer,
+        );
+    }
     let scan = lex::scan(src);
     if let Some(err) = scan.error {
         let reason = match err {

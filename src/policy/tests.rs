@@ -881,3 +881,11 @@ fn random_fragments_never_panic_or_slip_through() {
     eprintln!("allowed {allowed_count} of 20000");
     assert!(allowed_count > 200, "{allowed_count}");
 }
+
+/// Found by the `classify` fuzz target: a NUL inside a quoted identifier.
+#[test]
+fn nul_inside_a_quoted_identifier_is_refused() {
+    let v = crate::policy::classify(b"SELECT \"a\0b\" FROM t", &Switches::default());
+    assert!(!v.allowed);
+    assert_eq!(v.class, Class::Unparseable);
+}
