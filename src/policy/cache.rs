@@ -109,61 +109,87 @@ impl VerdictCache {
     }
 
     /// Classify `sql` under `switches`, from the cache when possible.
-    /// Returns the verdict and whether it was a cache hit.
+    /// Returns the verdict and whether it was a cache hit. Texts that
+    /// differ only in plain integer constants share an entry (see
+    /// [`super::shape`]); a miss classifies the exact bytes.
     pub fn classify(&self, sql: &[u8], switches: &Switches) -> (Arc<Verdict>, bool) {
         if self.max_entries_per_shard == 0 {
             return (Arc::new(super::classify(sql, switches)), false);
         }
-        let h = self.hasher.hash_one(sql);
-        // Shard by middle bits: the map uses the low bits for buckets and
-        // the top bits for its control tags.
-        let shard = &self.shards[(h >> 32) as usize % self.shards.len()];
-        let mut stale: Option<Arc<Analysis>> = None;
-        {
-            let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(e) = s.map.get_mut(&h)
-                && *e.key == *sql
-            {
-                e.used = true;
-                if *e.memo.0 == *switches {
-                    return (Arc::clone(&e.memo.1), true);
-                }
-                stale = Some(Arc::clone(&e.analysis));
-            }
+        if let Some(v) = self.lookup(sql, switches) {
+            return (v, true);
         }
-        if let Some(analysis) = stale {
-            // Same text, other switches: no parsing, just re-apply switches.
-            let verdict = Arc::new(decide(&analysis, switches));
-            let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(e) = s.map.get_mut(&h)
-                && *e.key == *sql
-            {
-                e.memo = (Arc::new(switches.clone()), Arc::clone(&verdict));
-            }
-            return (verdict, true);
+        let shape = super::shape::shape(sql);
+        if let Some(key) = &shape
+            && let Some(v) = self.lookup(key, switches)
+        {
+            return (v, true);
         }
         let analysis = Arc::new(analyze(sql));
         let verdict = Arc::new(decide(&analysis, switches));
-        if sql.len() <= self.max_key_len {
-            let cost = sql.len() + ENTRY_OVERHEAD + analysis.heap_bytes();
-            let entry = Entry {
-                key: sql.into(),
-                analysis,
-                memo: (Arc::new(switches.clone()), Arc::clone(&verdict)),
-                used: false,
-            };
-            let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            if s.map.len() >= self.max_entries_per_shard
-                || s.bytes + cost > self.max_bytes_per_shard
-            {
-                self.evict(&mut s, cost);
-            }
-            if let Some(old) = s.map.insert(h, entry) {
-                s.bytes = s.bytes.saturating_sub(cost_of(&old));
-            }
-            s.bytes += cost;
-        }
+        self.insert(
+            shape.as_deref().unwrap_or(sql),
+            analysis,
+            switches,
+            &verdict,
+        );
         (verdict, false)
+    }
+
+    /// The cached verdict for `key` under `switches`, re-deciding (without
+    /// parsing) when it was cached under other switches.
+    fn lookup(&self, key: &[u8], switches: &Switches) -> Option<Arc<Verdict>> {
+        let h = self.hasher.hash_one(key);
+        // Shard by middle bits: the map uses the low bits for buckets and
+        // the top bits for its control tags.
+        let shard = &self.shards[(h >> 32) as usize % self.shards.len()];
+        let analysis = {
+            let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let e = s.map.get_mut(&h).filter(|e| *e.key == *key)?;
+            e.used = true;
+            if *e.memo.0 == *switches {
+                return Some(Arc::clone(&e.memo.1));
+            }
+            Arc::clone(&e.analysis)
+        };
+        // Same text, other switches: no parsing, just re-apply switches.
+        let verdict = Arc::new(decide(&analysis, switches));
+        let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(e) = s.map.get_mut(&h)
+            && *e.key == *key
+        {
+            e.memo = (Arc::new(switches.clone()), Arc::clone(&verdict));
+        }
+        Some(verdict)
+    }
+
+    fn insert(
+        &self,
+        key: &[u8],
+        analysis: Arc<Analysis>,
+        switches: &Switches,
+        verdict: &Arc<Verdict>,
+    ) {
+        if key.len() > self.max_key_len {
+            return;
+        }
+        let h = self.hasher.hash_one(key);
+        let shard = &self.shards[(h >> 32) as usize % self.shards.len()];
+        let cost = key.len() + ENTRY_OVERHEAD + analysis.heap_bytes();
+        let entry = Entry {
+            key: key.into(),
+            analysis,
+            memo: (Arc::new(switches.clone()), Arc::clone(verdict)),
+            used: false,
+        };
+        let mut s = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        if s.map.len() >= self.max_entries_per_shard || s.bytes + cost > self.max_bytes_per_shard {
+            self.evict(&mut s, cost);
+        }
+        if let Some(old) = s.map.insert(h, entry) {
+            s.bytes = s.bytes.saturating_sub(cost_of(&old));
+        }
+        s.bytes += cost;
     }
 
     /// Number of cached texts (for metrics and tests).

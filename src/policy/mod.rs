@@ -72,6 +72,7 @@ mod heads;
 mod lex;
 mod parsed;
 mod settings;
+mod shape;
 mod startup;
 
 #[cfg(test)]
