@@ -174,24 +174,23 @@ impl Enforcer {
         }
     }
 
-    /// Inspect one whole frontend message (`frame` includes the 5-byte header).
-    pub fn inspect(&mut self, tag: u8, frame: &[u8]) -> Action {
+    /// Inspect one whole frontend message (`frame` includes the 5-byte
+    /// header). `pipelined`: earlier messages of this session are still
+    /// being executed by the server (no ReadyForQuery for them yet).
+    pub fn inspect(&mut self, tag: u8, frame: &[u8], pipelined: bool) -> Action {
         let body = &frame[protocol::FrameHeader::SIZE..];
         match tag {
             b'Q' => {
-                let Some(sql) = cstr_prefix(body) else {
+                let Some(sql) = query_text(body) else {
                     return self.refuse_malformed(tag);
                 };
-                self.check(tag, sql, &[])
+                self.check(tag, sql, &[], pipelined)
             }
             b'P' => {
-                let mut b = body;
-                let (Some(name), Some(sql)) =
-                    (protocol::take_cstr(&mut b), protocol::take_cstr(&mut b))
-                else {
+                let Some((name, sql)) = parse_text(body) else {
                     return self.refuse_malformed(tag);
                 };
-                self.check(tag, sql, name)
+                self.check(tag, sql, name, pipelined)
             }
             b'F' => {
                 let oid = body
@@ -217,9 +216,19 @@ impl Enforcer {
         }
     }
 
-    fn check(&mut self, tag: u8, sql: &[u8], name: &[u8]) -> Action {
+    fn check(&mut self, tag: u8, sql: &[u8], name: &[u8], pipelined: bool) -> Action {
         let t0 = Instant::now();
-        let (verdict, _hit) = self.cache.classify(sql, &self.switches);
+        let (mut verdict, _hit) = if policy::is_large(sql) {
+            off_async_workers(|| self.cache.classify(sql, &self.switches))
+        } else {
+            self.cache.classify(sql, &self.switches)
+        };
+        if verdict.allowed
+            && pipelined
+            && let Some(refusal) = policy::check_other_readings(sql)
+        {
+            verdict = Arc::new(refusal);
+        }
         let secs = t0.elapsed().as_secs_f64();
         self.seconds.record(secs);
         if verdict.allowed {
@@ -381,8 +390,55 @@ fn hint(class: Class) -> &'static str {
     }
 }
 
-/// The text of a Query body up to its terminating NUL.
-fn cstr_prefix(body: &[u8]) -> Option<&[u8]> {
-    let end = body.iter().position(|b| *b == 0)?;
-    Some(&body[..end])
+/// The text of a Query body: one NUL-terminated string and nothing after
+/// it. Bytes after an embedded NUL would be a text the classifier never
+/// read, so such a message is malformed (and refused, never forwarded).
+fn query_text(body: &[u8]) -> Option<&[u8]> {
+    let (last, text) = body.split_last()?;
+    (*last == 0 && !text.contains(&0)).then_some(text)
+}
+
+/// The statement name and text of a Parse body, which must be exactly
+/// name, text, an Int16 count and that many Int32 type OIDs.
+fn parse_text(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let mut b = body;
+    let name = protocol::take_cstr(&mut b)?;
+    let sql = protocol::take_cstr(&mut b)?;
+    let count = b.get(..2).map(|n| i16::from_be_bytes([n[0], n[1]]))?;
+    let count = usize::try_from(count).ok()?;
+    (b.len() == 2 + 4 * count).then_some((name, sql))
+}
+
+/// Run a slow classification where it cannot stall other sessions: on a
+/// multi-threaded runtime the current worker hands its other tasks to a
+/// new one for the duration.
+fn off_async_workers<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_texts_are_read_whole_or_not_at_all() {
+        assert_eq!(query_text(b"SELECT 1\0"), Some(&b"SELECT 1"[..]));
+        assert_eq!(query_text(b"SELECT 1\0DROP TABLE t\0"), None);
+        assert_eq!(query_text(b"SELECT 1"), None);
+        assert_eq!(query_text(b""), None);
+        assert_eq!(
+            parse_text(b"s\0SELECT $1\0\0\x01\0\0\0\x17"),
+            Some((&b"s"[..], &b"SELECT $1"[..]))
+        );
+        assert_eq!(parse_text(b"\0SELECT 1\0\0\0"), Some((&b""[..], &b"SELECT 1"[..])));
+        assert_eq!(parse_text(b"\0SELECT 1\0DROP TABLE t\0\0\0"), None);
+        assert_eq!(parse_text(b"\0SELECT 1\0\0\x01"), None);
+        assert_eq!(parse_text(b"\0SELECT 1\0\xff\xff"), None);
+    }
 }

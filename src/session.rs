@@ -328,13 +328,19 @@ where
                     if matches!(header.tag, b'Q' | b'P') {
                         state.statements.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Earlier work the server may still be running: its
+                    // effects could change how this message is read.
+                    let pipelined =
+                        track.unsynced || state.in_flight.load(Ordering::Acquire) > 0;
                     if header.tag == b'P' {
                         track.unsynced = true;
                     } else {
                         state.in_flight.fetch_add(1, Ordering::AcqRel);
                     }
                     let action = match &mut check {
-                        Check::Enforce(enf) => enf.inspect(header.tag, &buf[ready..ready + total]),
+                        Check::Enforce(enf) => {
+                            enf.inspect(header.tag, &buf[ready..ready + total], pipelined)
+                        }
                         Check::Audit(audit) => {
                             audit.record(header.tag, &buf[ready..ready + total]);
                             Action::Forward

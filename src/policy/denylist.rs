@@ -102,7 +102,30 @@ pub const DENIED_FUNCTIONS: &[&str] = &[
     "xpath_table", // xml2: builds and runs SQL from its arguments
     // Connections to other servers (dblink runs arbitrary SQL elsewhere,
     // possibly as another role, and can loop back to this server).
-    "dblink*",
+    "dblink",
+    "dblink_exec",
+    "dblink_connect",
+    "dblink_connect_u",
+    "dblink_disconnect",
+    "dblink_open",
+    "dblink_fetch",
+    "dblink_close",
+    "dblink_get_connections",
+    "dblink_send_query",
+    "dblink_is_busy",
+    "dblink_get_result",
+    "dblink_cancel_query",
+    "dblink_error_message",
+    "dblink_get_notify",
+    "dblink_get_pkey",
+    "dblink_build_sql_insert",
+    "dblink_build_sql_delete",
+    "dblink_build_sql_update",
+    "dblink_current_query",
+    // Views that wrap denied functions (selecting from them calls the
+    // function): refused like the function.
+    // (pg_file_settings is covered by pg_file_*.)
+    "pg_config",
     // Binary-upgrade support (catalog surgery).
     "binary_upgrade_*",
 ];
@@ -188,7 +211,21 @@ pub(crate) fn why(entry: &str) -> &'static str {
             ],
             "it executes SQL text the proxy cannot check",
         ),
-        (&["dblink*"], "it connects to another server"),
+        (
+            &[
+                "dblink",
+                "dblink_exec",
+                "dblink_connect",
+                "dblink_connect_u",
+                "dblink_open",
+                "dblink_send_query",
+            ],
+            "it connects to another server",
+        ),
+        (
+            &["pg_config"],
+            "it reads the server's configuration",
+        ),
     ];
     groups
         .iter()
@@ -206,8 +243,10 @@ mod tests {
         assert_eq!(denied("pg_read_file"), Some("pg_read_file"));
         assert_eq!(denied("PG_READ_FILE"), Some("pg_read_file"));
         assert_eq!(denied("pg_ls_waldir"), Some("pg_ls_*"));
-        assert_eq!(denied("dblink_exec"), Some("dblink*"));
-        assert_eq!(denied("dblink"), Some("dblink*"));
+        assert_eq!(denied("dblink_exec"), Some("dblink_exec"));
+        assert_eq!(denied("dblink"), Some("dblink"));
+        assert_eq!(denied("dblink_id"), None);
+        assert_eq!(denied("pg_file_settings"), Some("pg_file_*"));
         assert_eq!(denied("pg_stat_reset_shared"), Some("pg_stat_reset*"));
         assert_eq!(denied("pg_read_file_x"), None);
         assert_eq!(denied("pg_advisory_lock"), None);

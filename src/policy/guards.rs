@@ -6,14 +6,12 @@
 //! `VALUES` row, `RETURNING`, a function argument, an `EXPLAIN` target, a
 //! `PREPARE` body…) can hide from them:
 //!
-//! * **Denied functions** — an identifier in call position (followed by `(`,
-//!   or preceded by `.` — PostgreSQL's functional notation `x.f` calls `f(x)`)
-//!   whose name is on [`DENIED_FUNCTIONS`](super::DENIED_FUNCTIONS). PostgreSQL
-//!   calls a function in no other way, so other occurrences of such a name (a
-//!   column called `pg_ls_dir`, the view `pg_replication_origin_status`) are
-//!   left alone. (No denied function takes a single row-typed argument, so
-//!   functional notation cannot actually reach one; it is refused anyway
-//!   for exact entries, except after `pg_catalog.`, which names a relation.)
+//! * **Denied names** — any identifier (plain or quoted) whose name is on
+//!   [`DENIED_FUNCTIONS`](super::DENIED_FUNCTIONS), in any position:
+//!   PostgreSQL's attribute notation calls `f(x)` for `x.f`, `(expr).f`
+//!   and `pg_catalog.f` on a relation aliased `pg_catalog`, so "call
+//!   position" is not a property of the tokens. A column merely named like
+//!   a denied function is refused too; that costs nothing real.
 //! * **`set_config`** — every occurrence of the name must be a call whose
 //!   first argument is exactly one plain constant string (`'…'`, including
 //!   continued strings, or `$$…$$`) followed by `,`, naming an ordinary
@@ -45,21 +43,17 @@ pub(crate) fn check(src: &str, toks: &[Token]) -> Option<Decision> {
             _ => continue,
         }
         let name = t.ident_value(src);
-        let next_is_paren = toks.get(i + 1).is_some_and(|n| n.kind == Kind::LParen);
-        // `x.f` is PostgreSQL's functional notation for `f(x)` (for a row
-        // value x, and for a scalar one too); `pg_catalog.f` or `FROM s.f`
-        // without `(` names a relation instead.
-        let after_dot =
-            i > 1 && toks[i - 1].kind == Kind::Dot && !relation_qualifier(src, toks, i - 2);
         if name.eq_ignore_ascii_case("set_config") {
             if let Some(refusal) = set_config(src, toks, i) {
                 return Some(refusal);
             }
             continue;
         }
-        if (next_is_paren || after_dot)
-            && let Some(entry) = denylist::denied(&name)
-        {
+        // A denied name is refused wherever it appears as a name: besides
+        // `f(…)` and `x.f`, PostgreSQL resolves `(expr).f` and a column
+        // reference `f` of a relation aliased like a schema as calls, and
+        // views such as pg_hba_file_rules call the function they wrap.
+        if let Some(entry) = denylist::denied(&name) {
             return Some(Decision::refuse(
                 Class::DangerousFunction,
                 format!(
@@ -88,24 +82,6 @@ pub(crate) fn check(src: &str, toks: &[Token]) -> Option<Decision> {
         }
     }
     None
-}
-
-/// True when `toks[q]`, the part before a `.`, qualifies a relation name
-/// rather than a value: `pg_catalog.x`, or a qualifier right after
-/// `FROM`/`JOIN`/`UPDATE`/`INTO`/`TABLE`/`ONLY`. There `x` without `(`
-/// cannot be a function call.
-fn relation_qualifier(src: &str, toks: &[Token], q: usize) -> bool {
-    let Some(qual) = toks.get(q) else {
-        return false;
-    };
-    if qual.is_name(src, "pg_catalog") {
-        return true;
-    }
-    q > 0
-        && matches!(qual.kind, Kind::Word | Kind::QuotedIdent)
-        && ["from", "join", "update", "into", "table", "only"]
-            .iter()
-            .any(|k| toks[q - 1].is_kw(src, k))
 }
 
 /// The refusal for a `U&"…"` identifier: always refused (it could spell any

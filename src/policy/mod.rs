@@ -67,6 +67,7 @@
 mod cache;
 mod denylist;
 mod fallback;
+mod grammar;
 mod guards;
 mod heads;
 mod lex;
@@ -318,6 +319,11 @@ pub(crate) struct Analysis {
 }
 
 impl Analysis {
+    /// A statement is refused whatever the switches say.
+    fn hard_refusal(&self) -> bool {
+        self.items.iter().any(|i| i.need.is_none())
+    }
+
     fn whole(class: Class, reason: &str, path: Path) -> Self {
         Analysis {
             statements: 0,
@@ -342,8 +348,200 @@ impl Analysis {
     }
 }
 
-/// Read a text into an [`Analysis`] (no switches involved).
+/// Texts at least this long are read one statement at a time (statement
+/// boundaries from PostgreSQL's own scanner), so the memory a reading needs
+/// stays proportional to one statement, not to the whole text. Callers on
+/// an async runtime classify them off the async workers
+/// ([`is_large`]).
+pub const LARGE_TEXT: usize = 256 * 1024;
+
+/// True when classifying `sql` is slow enough to keep off async workers.
+pub fn is_large(sql: &[u8]) -> bool {
+    sql.len() >= LARGE_TEXT
+}
+
+/// Read a text into an [`Analysis`] (no switches involved): rolegate's
+/// own reading, cross-checked against PostgreSQL's grammar.
 pub(crate) fn analyze(sql: &[u8]) -> Analysis {
+    let Ok(src) = std::str::from_utf8(sql) else {
+        return Analysis::whole(
+            Class::InvalidUtf8,
+            "statement text is not valid UTF-8",
+            Path::Lexer,
+        );
+    };
+    if sql.contains(&0) {
+        return Analysis::whole(
+            Class::Unparseable,
+            "the text contains a NUL byte",
+            Path::Lexer,
+        );
+    }
+    if sql.len() >= LARGE_TEXT {
+        return analyze_large(src);
+    }
+    analyze_text(src)
+}
+
+/// Both readings of a text that is valid UTF-8 without NUL.
+fn analyze_text(src: &str) -> Analysis {
+    let ours = read_ours(src.as_bytes());
+    if ours.hard_refusal() {
+        return ours;
+    }
+    match grammar::read(src, grammar::Reading::Standard) {
+        Ok(theirs) => cross_check(ours, &theirs),
+        Err(grammar::Rejected) => Analysis::whole(
+            Class::Unparseable,
+            "PostgreSQL's parser rejects the text",
+            Path::Lexer,
+        ),
+    }
+}
+
+/// The extra check for a message pipelined behind work the server has not
+/// finished: that work could have changed `standard_conforming_strings` or
+/// `client_encoding` (through SQL the proxy cannot see, e.g. a function),
+/// and the message would then be read differently. Only backslashes make
+/// the readings differ (quotes, comment and dollar-quote delimiters mean
+/// the same in every reading and every client encoding PostgreSQL
+/// accepts), so a text without one needs nothing. Otherwise the
+/// `standard_conforming_strings = off` reading must be harmless too, and a
+/// backslash right after a non-ASCII byte (where a multi-byte client
+/// encoding could swallow it) is refused.
+pub fn check_other_readings(sql: &[u8]) -> Option<Verdict> {
+    if !sql.contains(&b'\\') {
+        return None;
+    }
+    let refuse = |reason: &str| Verdict {
+        allowed: false,
+        class: Class::EncodingChange,
+        reason: reason.to_owned(),
+        path: Path::Parser,
+        statements: 0,
+    };
+    if sql.windows(2).any(|w| w[0] >= 0x80 && w[1] == b'\\') {
+        return Some(refuse(
+            "a backslash after a non-ASCII character reads differently under another client_encoding, and earlier pipelined statements are still running",
+        ));
+    }
+    let src = std::str::from_utf8(sql).ok()?;
+    match grammar::read(src, grammar::Reading::NoStandardStrings) {
+        // Under that reading the server would reject the text outright.
+        Err(grammar::Rejected) => None,
+        Ok(statements) => statements.iter().find(|d| !d.allowed || d.need.is_some()).map(|_| {
+            refuse(
+                "the text reads as a refused statement with standard_conforming_strings = off, and earlier pipelined statements are still running",
+            )
+        }),
+    }
+}
+
+/// A large text, one PostgreSQL statement at a time. Identical statements
+/// (the usual shape of a large batch) are read once.
+fn analyze_large(src: &str) -> Analysis {
+    const MEMO_MAX: usize = 4096;
+    let Ok(pieces) = grammar::split(src) else {
+        return Analysis::whole(
+            Class::Unparseable,
+            "PostgreSQL's scanner rejects the text",
+            Path::Lexer,
+        );
+    };
+    let mut memo: std::collections::HashMap<&str, Analysis> = std::collections::HashMap::new();
+    let mut total = Analysis {
+        statements: 0,
+        summary: Class::Empty,
+        path: Path::Parser,
+        items: Vec::new(),
+    };
+    for range in pieces {
+        let text = &src[range];
+        let fresh;
+        let one = match memo.get(text) {
+            Some(a) => a,
+            None => {
+                fresh = analyze_text(text);
+                if memo.len() < MEMO_MAX {
+                    memo.insert(text, fresh.clone());
+                }
+                &fresh
+            }
+        };
+        if total.statements == 0 || total.summary == Class::Transaction {
+            total.summary = one.summary;
+        }
+        if one.path == Path::Lexer {
+            total.path = Path::Lexer;
+        }
+        for item in &one.items {
+            let mut item = item.clone();
+            item.index += total.statements;
+            let hard = item.need.is_none();
+            total.items.push(item);
+            if hard {
+                total.statements += one.statements.max(1);
+                return total;
+            }
+        }
+        total.statements += one.statements;
+    }
+    total
+}
+
+/// Where rolegate's reading and PostgreSQL's meet: both must allow each
+/// statement, a switch either names is needed, and they must agree on how
+/// many statements there are.
+fn cross_check(ours: Analysis, theirs: &[Decision]) -> Analysis {
+    if theirs.len() != ours.statements {
+        return Analysis::whole(
+            Class::Unparseable,
+            "rolegate's reading and PostgreSQL's disagree on where statements end",
+            Path::Lexer,
+        );
+    }
+    let mut items = Vec::new();
+    let mut mine = ours.items.into_iter().peekable();
+    for (index, g) in theirs.iter().enumerate() {
+        let own = mine.next_if(|i| i.index == index);
+        if !g.allowed {
+            items.push(Item {
+                index,
+                class: g.class,
+                path: Path::Parser,
+                need: None,
+                reason: g.reason.clone(),
+            });
+            break;
+        }
+        match (own, &g.need) {
+            (Some(own), Some(need)) if own.need.as_ref() != Some(need) => {
+                items.push(Item {
+                    index,
+                    class: Class::Unparseable,
+                    path: Path::Parser,
+                    need: None,
+                    reason: "rolegate's reading and PostgreSQL's disagree on this statement"
+                        .to_owned(),
+                });
+                break;
+            }
+            (Some(own), _) => items.push(own),
+            (None, Some(need)) => items.push(Item {
+                index,
+                class: g.class,
+                path: Path::Parser,
+                need: Some(need.clone()),
+                reason: g.reason.clone(),
+            }),
+            (None, None) => {}
+        }
+    }
+    Analysis { items, ..ours }
+}
+
+/// rolegate's own reading of a text (see the module docs).
+fn read_ours(sql: &[u8]) -> Analysis {
     let Ok(src) = std::str::from_utf8(sql) else {
         return Analysis::whole(
             Class::InvalidUtf8,

@@ -834,3 +834,6 @@ select set_config('app.row_security', 'off', false)
 
 -- expect: allow # SHOW role reads, does not change
 show role
+
+-- expect: refuse unparseable # a parse tree deeper than rolegate decodes is refused, never guessed
+SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT (SELECT 1))))))))))))))))))))))))))
