@@ -363,7 +363,10 @@ async fn predefined_role_memberships(
         Ok(rows) => rows,
         Err(e) => {
             out.push(fail(
-                format!("{label}catalog query (role memberships) failed: {}", pg_error(&e)),
+                format!(
+                    "{label}catalog query (role memberships) failed: {}",
+                    pg_error(&e)
+                ),
                 "check the runtime role's catalog access",
             ));
             return;
@@ -372,10 +375,16 @@ async fn predefined_role_memberships(
     for role in FORBIDDEN_ROLES {
         let found = rows.iter().find(|row| row.get::<_, String>(0) == *role);
         match found {
-            None => out.push(pass(format!("{label}runtime role {rq} is not a member of {role}"))),
+            None => out.push(pass(format!(
+                "{label}runtime role {rq} is not a member of {role}"
+            ))),
             Some(row) => {
                 let via: String = row.get(1);
-                let via = if via.is_empty() { role.to_string() } else { via };
+                let via = if via.is_empty() {
+                    role.to_string()
+                } else {
+                    via
+                };
                 out.push(fail(
                     format!("{label}runtime role {rq} is a member of {role}"),
                     format!("REVOKE {via} FROM {rq};"),
@@ -434,7 +443,10 @@ async fn denied_functions_granted(
         Ok(rows) => rows,
         Err(e) => {
             out.push(fail(
-                format!("{label}catalog query (denied functions) failed: {}", pg_error(&e)),
+                format!(
+                    "{label}catalog query (denied functions) failed: {}",
+                    pg_error(&e)
+                ),
                 "check the runtime role's catalog access",
             ));
             return;
@@ -472,7 +484,10 @@ fn disables_row_security(entry: &str) -> bool {
     if !name.trim().eq_ignore_ascii_case("row_security") {
         return false;
     }
-    let v = value.trim().trim_matches(|c| c == '\'' || c == '"').to_ascii_lowercase();
+    let v = value
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_ascii_lowercase();
     v == "0"
         || (v.len() >= 2 && "off".starts_with(&v))
         || (!v.is_empty() && "false".starts_with(&v))
@@ -496,7 +511,10 @@ async fn row_security_settings(
         Ok(rows) => rows,
         Err(e) => {
             out.push(fail(
-                format!("{label}catalog query (row_security settings) failed: {}", pg_error(&e)),
+                format!(
+                    "{label}catalog query (row_security settings) failed: {}",
+                    pg_error(&e)
+                ),
                 "check the runtime role's catalog access",
             ));
             return;
@@ -514,12 +532,18 @@ async fn row_security_settings(
                 format!("role {rq} in database {db}"),
                 format!("ALTER ROLE {rq} IN DATABASE {db} RESET row_security;"),
             ),
-            (true, false) => (format!("role {rq}"), format!("ALTER ROLE {rq} RESET row_security;")),
+            (true, false) => (
+                format!("role {rq}"),
+                format!("ALTER ROLE {rq} RESET row_security;"),
+            ),
             (false, true) => (
                 format!("database {db}"),
                 format!("ALTER DATABASE {db} RESET row_security;"),
             ),
-            (false, false) => ("all roles".to_string(), "ALTER ROLE ALL RESET row_security;".to_string()),
+            (false, false) => (
+                "all roles".to_string(),
+                "ALTER ROLE ALL RESET row_security;".to_string(),
+            ),
         };
         out.push(fail(
             format!("{label}a setting for {scope} turns row_security off ({entry}) for runtime role {rq}"),

@@ -430,7 +430,10 @@ async fn a_token_admitted_within_the_leeway_gets_no_grace() {
     ]))
     .await;
     let asked = raw.recv().await.expect("password request");
-    assert_eq!((asked.tag, &asked.body[..]), (b'R', &3i32.to_be_bytes()[..]));
+    assert_eq!(
+        (asked.tag, &asked.body[..]),
+        (b'R', &3i32.to_be_bytes()[..])
+    );
     // The token, BEGIN and the DDL in one write.
     let mut pipelined = raw::msg(b'p', &password);
     pipelined.extend(raw::query("begin"));
@@ -462,7 +465,9 @@ async fn a_token_admitted_within_the_leeway_gets_no_grace() {
     assert_eq!(severity.as_deref(), Some("FATAL"), "{tags}");
     assert_eq!(code.as_deref(), Some("57P01"), "{tags}");
     assert!(
-        message.unwrap_or_default().contains("migration window closed"),
+        message
+            .unwrap_or_default()
+            .contains("migration window closed"),
         "{tags}"
     );
     assert!(!table_exists(h, &t), "the DDL outlived the session");

@@ -245,7 +245,10 @@ fn hard_end_never_precedes_until_and_saturates() {
     assert_eq!(hard_end(e, zero, w, zero), e);
     let huge = Duration::from_secs(u64::MAX);
     assert_eq!(hard_end(w, huge, e, huge), Timestamp::MAX);
-    assert_eq!(hard_end(w, huge, e, Duration::from_secs(1)), ts("2026-11-29T03:00:01Z"));
+    assert_eq!(
+        hard_end(w, huge, e, Duration::from_secs(1)),
+        ts("2026-11-29T03:00:01Z")
+    );
 }
 
 #[test]
