@@ -275,6 +275,10 @@ async fn audit_service(
         }
     }
 
+    predefined_role_memberships(&client, label, &rq, out).await;
+    denied_functions_granted(&client, label, &rq, out).await;
+    row_security_settings(&client, label, &rq, &db, out).await;
+
     let Some(mig) = migration else {
         return;
     };
@@ -324,5 +328,271 @@ async fn audit_service(
             format!("{label}migration credentials do not log in as {mq}: {e}"),
             "check [upstream.migration] user/password and pg_hba.conf",
         )),
+    }
+}
+
+/// Predefined roles that reach server files, programs, settings or other
+/// sessions: the runtime role must not be a member of any (PRODUCT.md §7).
+pub const FORBIDDEN_ROLES: &[&str] = &[
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+    "pg_read_all_settings",
+    "pg_signal_backend",
+    "pg_monitor",
+];
+
+/// One finding per forbidden predefined role, direct or transitive
+/// membership. The fix revokes from the runtime role the roles it was
+/// granted directly that lead to the predefined role (the predefined role
+/// itself when granted directly).
+async fn predefined_role_memberships(
+    client: &tokio_postgres::Client,
+    label: &str,
+    rq: &str,
+    out: &mut Vec<Finding>,
+) {
+    let roles: Vec<String> = FORBIDDEN_ROLES.iter().map(|r| r.to_string()).collect();
+    let sql = "select r.rolname::text, coalesce((\
+                 select string_agg(distinct format('%I', g.rolname), ', ' order by format('%I', g.rolname)) \
+                 from pg_auth_members am join pg_roles g on g.oid = am.roleid \
+                 where am.member = u.oid and pg_has_role(g.oid, r.oid, 'MEMBER')), '') \
+               from pg_roles r, (select oid from pg_roles where rolname = current_user) u \
+               where r.rolname = any($1) and pg_has_role(u.oid, r.oid, 'MEMBER')";
+    let rows = match client.query(sql, &[&roles]).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            out.push(fail(
+                format!(
+                    "{label}catalog query (role memberships) failed: {}",
+                    pg_error(&e)
+                ),
+                "check the runtime role's catalog access",
+            ));
+            return;
+        }
+    };
+    for role in FORBIDDEN_ROLES {
+        let found = rows.iter().find(|row| row.get::<_, String>(0) == *role);
+        match found {
+            None => out.push(pass(format!(
+                "{label}runtime role {rq} is not a member of {role}"
+            ))),
+            Some(row) => {
+                let via: String = row.get(1);
+                let via = if via.is_empty() {
+                    role.to_string()
+                } else {
+                    via
+                };
+                out.push(fail(
+                    format!("{label}runtime role {rq} is a member of {role}"),
+                    format!("REVOKE {via} FROM {rq};"),
+                ));
+            }
+        }
+    }
+}
+
+/// The deny-list as (exact names, LIKE patterns for the `*` prefixes).
+fn denied_function_patterns() -> (Vec<String>, Vec<String>) {
+    let mut exact = Vec::new();
+    let mut prefixes = Vec::new();
+    for entry in crate::policy::DENIED_FUNCTIONS {
+        match entry.strip_suffix('*') {
+            Some(prefix) => prefixes.push(format!("{}%", like_escape(prefix))),
+            None => exact.push(entry.to_string()),
+        }
+    }
+    (exact, prefixes)
+}
+
+/// Escape `\`, `_` and `%` for LIKE (default escape character `\`).
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '\\' | '_' | '%') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Shown at most in the denied-functions finding.
+const MAX_FUNCTIONS_SHOWN: usize = 10;
+
+/// Functions on rolegate's deny-list that the runtime role may execute
+/// although PostgreSQL does not grant them to PUBLIC: someone granted them
+/// (to the runtime role or a role it belongs to). Functions PUBLIC may run
+/// by default are left out: rolegate refuses them on the wire, and a
+/// default install must pass. One finding, naming up to ten functions.
+async fn denied_functions_granted(
+    client: &tokio_postgres::Client,
+    label: &str,
+    rq: &str,
+    out: &mut Vec<Finding>,
+) {
+    let (exact, prefixes) = denied_function_patterns();
+    let sql = "select p.oid::regprocedure::text from pg_proc p \
+               where (p.proname = any($1) or p.proname like any($2)) \
+               and has_function_privilege(current_user, p.oid, 'EXECUTE') \
+               and not has_function_privilege('public', p.oid, 'EXECUTE') \
+               order by 1";
+    let rows = match client.query(sql, &[&exact, &prefixes]).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            out.push(fail(
+                format!(
+                    "{label}catalog query (denied functions) failed: {}",
+                    pg_error(&e)
+                ),
+                "check the runtime role's catalog access",
+            ));
+            return;
+        }
+    };
+    let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    if names.is_empty() {
+        out.push(pass(format!(
+            "{label}runtime role {rq} cannot execute any deny-listed function beyond PUBLIC's defaults"
+        )));
+        return;
+    }
+    let mut shown = names
+        .iter()
+        .take(MAX_FUNCTIONS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_FUNCTIONS_SHOWN {
+        shown.push_str(&format!(" and {} more", names.len() - MAX_FUNCTIONS_SHOWN));
+    }
+    let first = names.first().map(String::as_str).unwrap_or_default();
+    out.push(fail(
+        format!("{label}runtime role {rq} can execute deny-listed functions: {shown}"),
+        format!("REVOKE EXECUTE ON FUNCTION {first} FROM {rq}; (and likewise for each function listed, from whichever role holds the grant)"),
+    ));
+}
+
+/// Is this `setconfig` entry `row_security` set to a false boolean
+/// (PostgreSQL accepts unique prefixes of off/false/no, and 0)?
+fn disables_row_security(entry: &str) -> bool {
+    let Some((name, value)) = entry.split_once('=') else {
+        return false;
+    };
+    if !name.trim().eq_ignore_ascii_case("row_security") {
+        return false;
+    }
+    let v = value
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"')
+        .to_ascii_lowercase();
+    v == "0"
+        || (v.len() >= 2 && "off".starts_with(&v))
+        || (!v.is_empty() && "false".starts_with(&v))
+        || (!v.is_empty() && "no".starts_with(&v))
+}
+
+/// Role- or database-level settings (`pg_db_role_setting`) that turn
+/// `row_security` off for runtime sessions: for the runtime role (in this
+/// database or all), for this database, or for all roles.
+async fn row_security_settings(
+    client: &tokio_postgres::Client,
+    label: &str,
+    rq: &str,
+    db: &str,
+    out: &mut Vec<Finding>,
+) {
+    let sql = "select s.setrole <> 0, s.setdatabase <> 0, c from pg_db_role_setting s, unnest(s.setconfig) c \
+               where s.setrole in (0, (select oid from pg_roles where rolname = current_user)) \
+               and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))";
+    let rows = match client.query(sql, &[]).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            out.push(fail(
+                format!(
+                    "{label}catalog query (row_security settings) failed: {}",
+                    pg_error(&e)
+                ),
+                "check the runtime role's catalog access",
+            ));
+            return;
+        }
+    };
+    let mut bad = false;
+    for row in &rows {
+        let (for_role, in_db, entry): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
+        if !disables_row_security(&entry) {
+            continue;
+        }
+        bad = true;
+        let (scope, fix) = match (for_role, in_db) {
+            (true, true) => (
+                format!("role {rq} in database {db}"),
+                format!("ALTER ROLE {rq} IN DATABASE {db} RESET row_security;"),
+            ),
+            (true, false) => (
+                format!("role {rq}"),
+                format!("ALTER ROLE {rq} RESET row_security;"),
+            ),
+            (false, true) => (
+                format!("database {db}"),
+                format!("ALTER DATABASE {db} RESET row_security;"),
+            ),
+            (false, false) => (
+                "all roles".to_string(),
+                "ALTER ROLE ALL RESET row_security;".to_string(),
+            ),
+        };
+        out.push(fail(
+            format!("{label}a setting for {scope} turns row_security off ({entry}) for runtime role {rq}"),
+            fix,
+        ));
+    }
+    if !bad {
+        out.push(pass(format!(
+            "{label}no role- or database-level setting turns row_security off for runtime role {rq}"
+        )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_list_becomes_exact_names_and_escaped_prefixes() {
+        let (exact, prefixes) = denied_function_patterns();
+        assert!(exact.iter().any(|e| e == "pg_read_file"));
+        assert!(prefixes.iter().any(|p| p == "pg\\_ls\\_%"));
+        assert!(exact.iter().chain(&prefixes).all(|e| !e.contains('*')));
+        assert_eq!(like_escape("a_b%c\\"), "a\\_b\\%c\\\\");
+    }
+
+    #[test]
+    fn row_security_false_spellings() {
+        for e in [
+            "row_security=off",
+            "row_security=OFF",
+            "row_security=of",
+            "row_security=false",
+            "row_security=f",
+            "row_security=no",
+            "row_security=0",
+            "ROW_SECURITY='off'",
+        ] {
+            assert!(disables_row_security(e), "{e}");
+        }
+        for e in [
+            "row_security=on",
+            "row_security=o",
+            "row_security=true",
+            "row_security=1",
+            "search_path=off",
+            "row_security",
+        ] {
+            assert!(!disables_row_security(e), "{e}");
+        }
     }
 }

@@ -279,7 +279,8 @@ impl Proxy {
         let shutdown = stop_on_shutdown(self.shutdown.subscribe(), state.clone());
         let (inspector, stop) = match &admission {
             // Migration sessions: audited, not filtered; closed when their
-            // window or token ends (after `grace` for a running transaction).
+            // window or token ends (`until`), a busy one at `hard_end` at
+            // the latest (window grace, never past the token's exp + leeway).
             Some(a) => {
                 let audit = StatementAudit {
                     session_id,
@@ -289,7 +290,7 @@ impl Proxy {
                     jti: a.jti.clone(),
                     service: service.clone(),
                 };
-                let window = stop_at_window_end(a.until, rt.config.migration.grace, state.clone());
+                let window = stop_at_window_end(a.until, a.hard_end, state.clone());
                 let stop: BoxStop = Box::pin(async move {
                     tokio::select! {
                         c = shutdown => c,
@@ -383,17 +384,27 @@ impl Drop for ActiveGuard<'_> {
 type BoxStop = std::pin::Pin<Box<dyn std::future::Future<Output = StopCause> + Send>>;
 
 /// Resolves when a migration session's authority ends: at `until` if it is
-/// idle outside a transaction, else when it becomes so, or `grace` later.
+/// idle outside a transaction, else when it becomes so, or at `hard_end`
+/// (see [`crate::migration::Admission`]) whatever it is doing.
 async fn stop_at_window_end(
     until: jiff::Timestamp,
-    grace: Duration,
+    hard_end: jiff::Timestamp,
     state: Arc<SessionState>,
 ) -> StopCause {
-    let left = until.duration_since(jiff::Timestamp::now());
-    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-    tokio::time::sleep(left).await;
-    session::until_idle_or(&state, Instant::now() + grace).await;
+    tokio::time::sleep_until(instant_at(until).into()).await;
+    session::until_idle_or(&state, instant_at(hard_end)).await;
     StopCause::WindowClosed
+}
+
+/// The monotonic instant of wall-clock `t` (now, if `t` is past; about a
+/// century ahead if `t` is further than `Instant` can count).
+fn instant_at(t: jiff::Timestamp) -> Instant {
+    let left = t.duration_since(jiff::Timestamp::now());
+    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    let now = Instant::now();
+    now.checked_add(left)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
 
 /// Resolves when a session must be closed for shutdown: at once if it is

@@ -383,6 +383,138 @@ async fn window_end_closes_idle_sessions_and_lets_a_transaction_finish_within_gr
     );
 }
 
+/// An open window, `grace = 60s` and `leeway = 3s`: a grace that would keep
+/// a session alive well past the end of each test below.
+fn long_grace_short_leeway(keys: &Keys) -> String {
+    let now = Timestamp::now();
+    migration_toml(
+        keys,
+        "staging",
+        now - SignedDuration::from_mins(5),
+        now + SignedDuration::from_hours(2),
+        "60s",
+    )
+    .replace("grace = ", "leeway = \"3s\"\ngrace = ")
+}
+
+fn table_exists(h: &Harness, t: &str) -> bool {
+    h.psql_migrator(&format!("select to_regclass('{t}') is not null")) == "t"
+}
+
+/// A token that expired 1s before login is admitted within the 3s leeway;
+/// the client pipelines BEGIN and DDL with its login. The leeway forgives
+/// skew but opens no window of work: the session is closed with FATAL
+/// 57P01 by exp + leeway (not after the 60s grace), and the server rolls the
+/// transaction back.
+#[tokio::test]
+async fn a_token_admitted_within_the_leeway_gets_no_grace() {
+    let h = harness();
+    let k = keys();
+    let proxy = h.start_proxy_with(|c| format!("{c}{}", long_grace_short_leeway(&k)));
+    let t = format!("leeway_{}", std::process::id());
+    let jwt = token::issue(
+        &k.private,
+        IssueOptions {
+            now: Timestamp::now() - SignedDuration::from_secs(601),
+            ..opts("skewed")
+        },
+    )
+    .expect("issue");
+    let exp = Instant::now() - Duration::from_secs(1);
+    let mut raw = raw::Raw::connect(proxy.port).await;
+    let mut password = jwt.as_bytes().to_vec();
+    password.push(0);
+    raw.send(&raw::startup_packet(&[
+        ("user", "migrator"),
+        ("database", h.model.database.as_str()),
+    ]))
+    .await;
+    let asked = raw.recv().await.expect("password request");
+    assert_eq!(
+        (asked.tag, &asked.body[..]),
+        (b'R', &3i32.to_be_bytes()[..])
+    );
+    // The token, BEGIN and the DDL in one write.
+    let mut pipelined = raw::msg(b'p', &password);
+    pipelined.extend(raw::query("begin"));
+    pipelined.extend(raw::query(&format!("create table {t} (x int)")));
+    raw.send(&pipelined).await;
+    let mut fatal = None;
+    let mut tags = String::new();
+    let closed_at = loop {
+        match raw.recv_within(Duration::from_secs(15)).await {
+            raw::Recv::Msg(m) => {
+                tags.push(m.tag as char);
+                if m.tag == b'E' {
+                    fatal = Some((m.field(b'S'), m.sqlstate(), m.field(b'M')));
+                }
+            }
+            raw::Recv::Closed => break Instant::now(),
+            raw::Recv::Quiet => panic!("session still open 15s after login (tags {tags})"),
+        }
+    };
+    // Admitted (AuthenticationOk), then closed by exp + leeway at the latest.
+    assert!(tags.starts_with('R'), "{tags}");
+    assert!(!tags.starts_with("RE"), "not admitted: {fatal:?}");
+    assert!(
+        closed_at < exp + Duration::from_secs(3) + Duration::from_millis(1500),
+        "closed {:?} after exp; leeway is 3s (tags {tags})",
+        closed_at - exp
+    );
+    let (severity, code, message) = fatal.unwrap_or_else(|| panic!("no FATAL (tags {tags})"));
+    assert_eq!(severity.as_deref(), Some("FATAL"), "{tags}");
+    assert_eq!(code.as_deref(), Some("57P01"), "{tags}");
+    assert!(
+        message
+            .unwrap_or_default()
+            .contains("migration window closed"),
+        "{tags}"
+    );
+    assert!(!table_exists(h, &t), "the DDL outlived the session");
+}
+
+/// The token's own `exp` is a hard end: a transaction open when the token
+/// expires is closed at exp + leeway, even though the window (with its 60s
+/// grace) is still open; the COMMIT after that never reaches the server.
+#[tokio::test]
+async fn a_transaction_open_at_token_exp_ends_at_exp_plus_leeway() {
+    let h = harness();
+    let k = keys();
+    let proxy = h.start_proxy_with(|c| format!("{c}{}", long_grace_short_leeway(&k)));
+    let t = format!("tokexp_{}", std::process::id());
+    let issued = Timestamp::now();
+    let jwt = token::issue(
+        &k.private,
+        IssueOptions {
+            ttl: Duration::from_secs(2),
+            now: issued,
+            ..opts("short-lived")
+        },
+    )
+    .expect("issue");
+    // exp is whole seconds: iat (truncated) + 2s.
+    let exp = Timestamp::from_second(issued.as_second() + 2).expect("exp");
+    let c = connect_tls(&proxy.url("migrator", &jwt, "require"))
+        .await
+        .expect("login with a valid token");
+    c.batch_execute(&format!("begin; create table {t} (x int)"))
+        .await
+        .expect("DDL before exp");
+    // Past exp + leeway (3s), well inside the window's 60s grace.
+    let left = Duration::try_from(exp.duration_since(Timestamp::now())).unwrap_or_default();
+    tokio::time::sleep(left + Duration::from_secs(3) + Duration::from_millis(800)).await;
+    let e = c
+        .batch_execute("commit")
+        .await
+        .expect_err("the session must be gone by exp + leeway");
+    if let Some(db) = e.as_db_error() {
+        assert_eq!(db.code().code(), "57P01", "{db:?}");
+    } else {
+        assert!(c.is_closed(), "{e}");
+    }
+    assert!(!table_exists(h, &t), "the transaction was committed");
+}
+
 #[tokio::test]
 async fn services_keep_their_migration_roles_apart() {
     let h = harness();

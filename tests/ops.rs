@@ -177,11 +177,16 @@ fn check_passes_on_the_model_and_names_each_broken_grant() {
     let rt = &h.model.runtime;
     let mig = &h.model.migrator;
     let t = format!("owned_{}", std::process::id());
+    let nest = format!("nested_monitor_{}", std::process::id());
     h.psql_super(&format!(
         "grant create on schema public to {rt};
          alter role {rt} bypassrls;
          create table {t} (x int); alter table {t} owner to {rt};
-         grant {mig} to {rt};"
+         grant {mig} to {rt};
+         grant pg_signal_backend to {rt};
+         create role {nest} nologin; grant pg_monitor to {nest}; grant {nest} to {rt};
+         grant execute on function pg_read_file(text) to {rt};
+         alter role {rt} set row_security = off;"
     ));
     let (code, out, _) = run(&[]);
     // `serve` with upstream.strict refuses to start on the broken model.
@@ -199,7 +204,11 @@ fn check_passes_on_the_model_and_names_each_broken_grant() {
         "revoke create on schema public from {rt};
          alter role {rt} nobypassrls;
          drop table {t};
-         revoke {mig} from {rt};"
+         revoke {mig} from {rt};
+         revoke pg_signal_backend from {rt};
+         drop role {nest};
+         revoke execute on function pg_read_file(text) from {rt};
+         alter role {rt} reset row_security;"
     ));
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(serve.status.code(), Some(1));
@@ -215,6 +224,30 @@ fn check_passes_on_the_model_and_names_each_broken_grant() {
         (
             "is a member of the migration role",
             &format!("REVOKE \"{mig}\" FROM \"{rt}\"")[..],
+        ),
+        (
+            "is a member of pg_signal_backend",
+            &format!("REVOKE pg_signal_backend FROM \"{rt}\"")[..],
+        ),
+        // Transitive: the fix revokes the role that leads there.
+        (
+            "is a member of pg_monitor",
+            &format!("REVOKE {nest} FROM \"{rt}\"")[..],
+        ),
+        // pg_monitor (through the nested role) brings the pg_ls_* grants.
+        ("can execute deny-listed functions:", "pg_read_file(text)"),
+        ("can execute deny-listed functions:", "pg_ls_logdir()"),
+        (
+            "can execute deny-listed functions:",
+            "REVOKE EXECUTE ON FUNCTION",
+        ),
+        (
+            "is a member of pg_read_all_settings",
+            &format!("REVOKE {nest} FROM \"{rt}\"")[..],
+        ),
+        (
+            "turns row_security off (row_security=off)",
+            &format!("ALTER ROLE \"{rt}\" RESET row_security")[..],
         ),
     ] {
         let line = out

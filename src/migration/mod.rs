@@ -25,7 +25,18 @@
 //! 4. A window must be open now.
 //!
 //! A token narrows but never widens: the admission lasts until the earlier of
-//! the end of the current open period and the token's `exp`.
+//! the end of the current open period and the token's `exp` ([`Admission::until`]).
+//!
+//! Two deadlines, both fixed at login:
+//! * `until = min(window_end, exp)`: a session idle outside a transaction
+//!   is closed here;
+//! * `hard_end = min(window_end + grace, exp + leeway)`: a session still in
+//!   a transaction (or running a statement) is closed here, whatever it is
+//!   doing. `grace` belongs to the *window* ending only; a token's own `exp`
+//!   is a hard end that the `leeway` may stretch but never past
+//!   `exp + leeway`. So a token admitted inside the leeway (already expired
+//!   by less than `leeway`) gets no grace: at most `exp + leeway`, i.e. no
+//!   more than the leeway it was forgiven.
 
 use std::fmt;
 use std::time::Duration;
@@ -59,6 +70,7 @@ pub struct AccessError(pub String);
 pub struct Access {
     environment: Environment,
     leeway: Duration,
+    grace: Duration,
     keyring: token::Keyring,
     schedule: window::Schedule,
     notes: Vec<String>,
@@ -81,10 +93,14 @@ pub struct Admission {
     pub window_end: Timestamp,
     /// The token's `exp`.
     pub token_exp: Timestamp,
-    /// `min(window_end, token_exp)`: when the session's authority ends
-    /// (then `grace` applies to a running transaction). May be slightly in
-    /// the past when the token was admitted within the `exp` leeway.
+    /// `min(window_end, token_exp)`: when the session's authority ends; a
+    /// session idle outside a transaction is closed here. May be slightly
+    /// in the past when the token was admitted within the `exp` leeway.
     pub until: Timestamp,
+    /// `min(window_end + grace, token_exp + leeway)`: the latest the session
+    /// may live. A session still busy at `until` is closed here, mid
+    /// transaction or not. Never before `until`.
+    pub hard_end: Timestamp,
 }
 
 /// Why a migration login is refused: sent as `FATAL` with this SQLSTATE and
@@ -148,6 +164,7 @@ impl Access {
         Ok(Access {
             environment: cfg.environment,
             leeway: cfg.leeway,
+            grace: cfg.grace,
             keyring,
             schedule: window::Schedule::new(&cfg.windows),
             notes,
@@ -219,6 +236,7 @@ impl Access {
                 window_end,
                 token_exp: v.exp,
                 until: window_end.min(v.exp),
+                hard_end: hard_end(window_end, self.grace, v.exp, self.leeway),
             }),
             WindowState::Closed { next } => Err(Refusal::new(
                 "no_window",
@@ -240,6 +258,25 @@ impl Access {
     pub fn window_state(&self, now: Timestamp) -> WindowState {
         self.schedule.state(now)
     }
+}
+
+/// The latest a session may live: `grace` past the window's end, but never
+/// past the token's `exp` plus `leeway` (see the module docs).
+pub fn hard_end(
+    window_end: Timestamp,
+    grace: Duration,
+    token_exp: Timestamp,
+    leeway: Duration,
+) -> Timestamp {
+    plus(window_end, grace).min(plus(token_exp, leeway))
+}
+
+/// `t + d`, saturating at [`Timestamp::MAX`].
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// The config spelling of an environment, as carried in the `env` claim.

@@ -193,6 +193,65 @@ fn window_end_narrows_a_long_token() {
 }
 
 #[test]
+fn deadlines_give_grace_to_the_window_only() {
+    let kp = keypair();
+    let access = staging_with(&kp); // grace 5m, leeway 30s, window ends 04:00
+    let issue = |now: &str, ttl_secs: u64| {
+        let mut o = opts(now);
+        o.ttl = Duration::from_secs(ttl_secs);
+        token::issue(&kp.private_pem, o).unwrap()
+    };
+
+    // The window ends first and the token outlives its grace: full grace.
+    let a = access.admit(&issue(NOW, 24 * 3600), ts(NOW)).unwrap();
+    assert_eq!(a.until, ts("2026-11-29T04:00:00Z"));
+    assert_eq!(a.hard_end, ts("2026-11-29T04:05:00Z"));
+
+    // The token ends first (exp 03:00): exp is a hard end, leeway only.
+    let a = access.admit(&issue(NOW, 1800), ts(NOW)).unwrap();
+    assert_eq!(a.until, ts("2026-11-29T03:00:00Z"));
+    assert_eq!(a.hard_end, ts("2026-11-29T03:00:30Z"));
+
+    // The window ends first but exp (04:02) falls inside the grace: the
+    // grace is cut at exp + leeway.
+    let a = access.admit(&issue(NOW, 5520), ts(NOW)).unwrap();
+    assert_eq!(a.token_exp, ts("2026-11-29T04:02:00Z"));
+    assert_eq!(a.until, ts("2026-11-29T04:00:00Z"));
+    assert_eq!(a.hard_end, ts("2026-11-29T04:02:30Z"));
+
+    // Admitted inside the leeway (exp 02:29:50, now 02:30:00): `until` is
+    // already past and the session gets no grace, only what is left of the
+    // leeway.
+    let tok = issue("2026-11-29T01:59:50Z", 1800);
+    let a = access.admit(&tok, ts(NOW)).unwrap();
+    assert_eq!(a.token_exp, ts("2026-11-29T02:29:50Z"));
+    assert_eq!(a.until, ts("2026-11-29T02:29:50Z"));
+    assert!(a.until < ts(NOW));
+    assert_eq!(a.hard_end, ts("2026-11-29T02:30:20Z"));
+    // Just past the leeway: refused, as before.
+    assert_refused(
+        access.admit(&tok, ts("2026-11-29T02:30:21Z")),
+        "expired",
+        SQLSTATE_BAD_TOKEN,
+    );
+}
+
+#[test]
+fn hard_end_never_precedes_until_and_saturates() {
+    let w = ts("2026-11-29T04:00:00Z");
+    let e = ts("2026-11-29T03:00:00Z");
+    let zero = Duration::ZERO;
+    assert_eq!(hard_end(w, zero, e, zero), e);
+    assert_eq!(hard_end(e, zero, w, zero), e);
+    let huge = Duration::from_secs(u64::MAX);
+    assert_eq!(hard_end(w, huge, e, huge), Timestamp::MAX);
+    assert_eq!(
+        hard_end(w, huge, e, Duration::from_secs(1)),
+        ts("2026-11-29T03:00:01Z")
+    );
+}
+
+#[test]
 fn keygen_files_and_permissions() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("keys");
