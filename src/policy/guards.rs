@@ -241,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn denied_functions_in_call_position() {
+    fn denied_names_anywhere() {
         for sql in [
             "SELECT pg_read_file('/etc/passwd')",
             "SELECT pg_catalog.pg_read_file('/etc/passwd')",
@@ -256,14 +256,15 @@ mod tests {
             "SELECT dblink_exec('dbname=x', 'DROP TABLE t')",
             "SELECT myschema.pg_terminate_backend(1)",
             "SELECT query_to_xml('select 1', true, true, '')",
+            "SELECT pg_ls_dir FROM t",
+            "SELECT pg_catalog.pg_read_file FROM btrim('/etc/hostname') AS pg_catalog",
+            "SELECT * FROM pg_replication_origin_status",
+            "SELECT * FROM pg_catalog.pg_hba_file_rules",
         ] {
             assert_eq!(guard(sql), Some(Class::DangerousFunction), "{sql}");
         }
         for sql in [
-            "SELECT pg_ls_dir FROM t",
-            "SELECT * FROM pg_replication_origin_status",
-            "SELECT * FROM pg_catalog.pg_replication_origin_status",
-            "SELECT * FROM app.dblink_targets JOIN s.pg_ls_dirs ON true",
+            "SELECT * FROM app.dblink_targets JOIN s.dblink_id ON true",
             "SELECT 'pg_read_file(1)'",
             "SELECT pg_advisory_lock(1)",
             "SELECT lo_create(0)",
