@@ -200,10 +200,28 @@ fn at(b: &[u8], i: usize) -> u8 {
 
 /// Scan the whole text.
 pub(crate) fn scan(src: &str) -> Scan {
+    scan_until(src, 0, false).0
+}
+
+/// The end of the statement starting at byte `from`: the offset of its
+/// terminating `;` token (or of the text's end), or the scanner's error.
+/// Only that statement's tokens are held, so a huge text can be walked one
+/// statement at a time in memory proportional to a statement.
+pub(crate) fn statement_end(src: &str, from: usize) -> Result<usize, LexError> {
+    let (scan, end) = scan_until(src, from, true);
+    match scan.error {
+        Some(e) => Err(e),
+        None => Ok(end),
+    }
+}
+
+/// Scan from `from`; with `one_statement`, stop at the first `;` token.
+/// Returns the scan and where it stopped (the `;`'s offset, or the end).
+fn scan_until(src: &str, from: usize, one_statement: bool) -> (Scan, usize) {
     let b = src.as_bytes();
     let n = b.len();
-    let mut tokens = Vec::with_capacity(n / 5 + 4);
-    let mut i = 0;
+    let mut tokens = Vec::with_capacity(if one_statement { 64 } else { n / 5 + 4 });
+    let mut i = from;
     let mut error = None;
     while i < n {
         let c = b[i];
@@ -385,13 +403,16 @@ pub(crate) fn scan(src: &str) -> Scan {
                 Kind::Other
             }
         };
+        if one_statement && kind == Kind::Semicolon {
+            return (Scan { tokens, error }, start);
+        }
         tokens.push(Token {
             kind,
             start,
             end: i,
         });
     }
-    Scan { tokens, error }
+    (Scan { tokens, error }, n)
 }
 
 /// `/* … */` with nesting, as `<xc>` in scan.l. Returns the index after the

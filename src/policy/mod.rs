@@ -437,17 +437,13 @@ pub fn check_other_readings(sql: &[u8]) -> Option<Verdict> {
     }
 }
 
-/// A large text, one PostgreSQL statement at a time. Identical statements
-/// (the usual shape of a large batch) are read once.
+/// A large text, one statement at a time: rolegate's scanner finds each
+/// statement's end, and both readings read that statement alone (a
+/// statement PostgreSQL would split differently fails the cross-check, one
+/// it would not end there fails its parse). Identical statements (the usual
+/// shape of a large batch) are read once.
 fn analyze_large(src: &str) -> Analysis {
     const MEMO_MAX: usize = 4096;
-    let Ok(pieces) = grammar::split(src) else {
-        return Analysis::whole(
-            Class::Unparseable,
-            "PostgreSQL's scanner rejects the text",
-            Path::Lexer,
-        );
-    };
     let mut memo: std::collections::HashMap<&str, Analysis> = std::collections::HashMap::new();
     let mut total = Analysis {
         statements: 0,
@@ -455,8 +451,20 @@ fn analyze_large(src: &str) -> Analysis {
         path: Path::Parser,
         items: Vec::new(),
     };
-    for range in pieces {
-        let text = &src[range];
+    let mut from = 0;
+    while from < src.len() {
+        let end = match lex::statement_end(src, from) {
+            Ok(end) => end,
+            Err(_) => {
+                // The whole-text reading names the precise error.
+                return analyze_text(&src[from..]);
+            }
+        };
+        let text = &src[from..end];
+        from = end + 1;
+        if text.trim().is_empty() {
+            continue;
+        }
         let fresh;
         let one = match memo.get(text) {
             Some(a) => a,

@@ -908,3 +908,44 @@ fn nul_inside_a_quoted_identifier_is_refused() {
     assert!(!v.allowed);
     assert_eq!(v.class, Class::Unparseable);
 }
+
+#[test]
+fn large_texts_are_read_statement_by_statement() {
+    let sw = Switches::default();
+    let body = "SELECT 1; INSERT INTO t VALUES ('a;b', $$;$$); ".repeat(10_000);
+    assert!(body.len() >= LARGE_TEXT);
+    let v = classify(body.as_bytes(), &sw);
+    assert!(v.allowed, "{v:?}");
+    assert_eq!(v.statements, 20_000);
+    for bad in [
+        "DROP TABLE t",
+        "SELECT x.pg_read_file FROM btrim('/etc/hostname') x",
+        "SELECT 1 AS insert INTO t",
+        "SELECT 'a' \n 'b' INTO t",
+    ] {
+        let text = format!("{body}{bad}; {body}");
+        let v = classify(text.as_bytes(), &sw);
+        assert!(!v.allowed, "{bad}");
+        assert!(v.reason.starts_with("statement 20001 of "), "{}", v.reason);
+    }
+    // A string that hides a `;` from a naive splitter stays one statement.
+    let text = format!("{body}SELECT 'x; DROP TABLE t'");
+    assert!(classify(text.as_bytes(), &sw).allowed);
+    let text = format!("{body}SELECT 'unterminated; DROP TABLE t");
+    assert!(!classify(text.as_bytes(), &sw).allowed);
+}
+
+#[test]
+fn pipelined_texts_must_be_harmless_in_every_reading() {
+    // Harmless under standard_conforming_strings = on, DDL under off.
+    let sql = b"SELECT 'a\\'' ; CREATE TABLE pwn(); --'";
+    assert!(classify(sql, &Switches::default()).allowed);
+    assert!(check_other_readings(sql).is_some());
+    // Under off the server rejects it outright: nothing to fear.
+    assert!(check_other_readings(b"SELECT 'C:\\'").is_none());
+    // No backslash: every reading is the same.
+    assert!(check_other_readings(b"SELECT 'a''b', E'x' -- \xc3\xa9").is_none());
+    assert!(check_other_readings(b"SELECT E'\\n'").is_none());
+    // A backslash a multi-byte client encoding could swallow.
+    assert!(check_other_readings("SELECT E'\u{e9}\\'' ; DROP TABLE t; --'".as_bytes()).is_some());
+}
