@@ -415,9 +415,7 @@ fn parse_text(body: &[u8]) -> Option<(&[u8], &[u8])> {
 fn off_async_workers<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
     }
 }
@@ -436,7 +434,10 @@ mod tests {
             parse_text(b"s\0SELECT $1\0\0\x01\0\0\0\x17"),
             Some((&b"s"[..], &b"SELECT $1"[..]))
         );
-        assert_eq!(parse_text(b"\0SELECT 1\0\0\0"), Some((&b""[..], &b"SELECT 1"[..])));
+        assert_eq!(
+            parse_text(b"\0SELECT 1\0\0\0"),
+            Some((&b""[..], &b"SELECT 1"[..]))
+        );
         assert_eq!(parse_text(b"\0SELECT 1\0DROP TABLE t\0\0\0"), None);
         assert_eq!(parse_text(b"\0SELECT 1\0\0\x01"), None);
         assert_eq!(parse_text(b"\0SELECT 1\0\xff\xff"), None);

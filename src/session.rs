@@ -330,8 +330,7 @@ where
                     }
                     // Earlier work the server may still be running: its
                     // effects could change how this message is read.
-                    let pipelined =
-                        track.unsynced || state.in_flight.load(Ordering::Acquire) > 0;
+                    let pipelined = track.unsynced || state.in_flight.load(Ordering::Acquire) > 0;
                     if header.tag == b'P' {
                         track.unsynced = true;
                     } else {

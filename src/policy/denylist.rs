@@ -222,10 +222,7 @@ pub(crate) fn why(entry: &str) -> &'static str {
             ],
             "it connects to another server",
         ),
-        (
-            &["pg_config"],
-            "it reads the server's configuration",
-        ),
+        (&["pg_config"], "it reads the server's configuration"),
     ];
     groups
         .iter()

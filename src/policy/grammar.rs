@@ -68,10 +68,14 @@ pub(crate) fn read(sql: &str, reading: Reading) -> Result<Statements, Rejected> 
         .protobuf
         .stmts
         .iter()
-        .map(|raw| match raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
-            Some(node) => statement(node),
-            None => Decision::refuse(Class::Unparseable, "PostgreSQL's parser gave no statement"),
-        })
+        .map(
+            |raw| match raw.stmt.as_deref().and_then(|n| n.node.as_ref()) {
+                Some(node) => statement(node),
+                None => {
+                    Decision::refuse(Class::Unparseable, "PostgreSQL's parser gave no statement")
+                }
+            },
+        )
         .collect())
 }
 
@@ -129,8 +133,7 @@ fn top_level(node: &N) -> Decision {
         }
         N::CreateTableAsStmt(c)
             if c.objtype == protobuf::ObjectType::ObjectTable as i32
-                && c
-                    .into
+                && c.into
                     .as_ref()
                     .and_then(|i| i.rel.as_ref())
                     .is_some_and(|r| r.relpersistence == "t") =>
@@ -153,7 +156,11 @@ fn top_level(node: &N) -> Decision {
                 .as_ref()
                 .map(|f| names(&f.funcname))
                 .unwrap_or_default();
-            Decision::switchable(Call, Need::Call(parts), "CALL is not allowed on a runtime session")
+            Decision::switchable(
+                Call,
+                Need::Call(parts),
+                "CALL is not allowed on a runtime session",
+            )
         }
         N::GrantStmt(_)
         | N::GrantRoleStmt(_)
@@ -259,7 +266,10 @@ fn constant(node: &protobuf::Node) -> Option<String> {
 /// here, and the JSON form lets one small function find every call.
 fn set_config_calls(node: &N) -> Option<Decision> {
     let Ok(tree) = serde_json::to_value(node) else {
-        return Some(Decision::refuse(Class::Unparseable, "the statement could not be read"));
+        return Some(Decision::refuse(
+            Class::Unparseable,
+            "the statement could not be read",
+        ));
     };
     let mut stack = vec![&tree];
     while let Some(v) = stack.pop() {
@@ -295,7 +305,9 @@ fn set_config_call(call: &serde_json::Value) -> Option<Decision> {
     let plain = call.pointer("/func_variadic").and_then(|v| v.as_bool()) != Some(true)
         && call.pointer("/agg_star").and_then(|v| v.as_bool()) != Some(true);
     match name {
-        Some(name) if plain => settings::protected(name).map(|p| settings::refusal(p, "set_config")),
+        Some(name) if plain => {
+            settings::protected(name).map(|p| settings::refusal(p, "set_config"))
+        }
         _ => Some(Decision::refuse(
             Class::RlsToggle,
             "set_config with a setting name that is not a constant is not allowed on a runtime session",
@@ -406,8 +418,7 @@ impl Walk {
             ));
             return;
         }
-        if owner.1 == "relname" && v.eq_ignore_ascii_case("pg_settings") && self.writes_relation()
-        {
+        if owner.1 == "relname" && v.eq_ignore_ascii_case("pg_settings") && self.writes_relation() {
             self.refuse(Decision::refuse(
                 Class::RlsToggle,
                 "writing pg_settings changes settings and is not allowed on a runtime session",
@@ -433,7 +444,10 @@ impl Walk {
 fn is_literal(owner: (&str, &str)) -> bool {
     matches!(
         owner,
-        ("AConst", _) | ("NotifyStmt", "payload") | ("TransactionStmt", "gid") | ("CopyStmt", "filename")
+        ("AConst", _)
+            | ("NotifyStmt", "payload")
+            | ("TransactionStmt", "gid")
+            | ("CopyStmt", "filename")
     )
 }
 
@@ -757,15 +771,23 @@ mod tests {
 
     #[test]
     fn switchable_families_name_their_switch() {
-        assert_eq!(first("CREATE TEMP TABLE t (a int)").need, Some(Need::TempTables));
-        assert_eq!(first("CREATE TEMP TABLE t AS SELECT 1").need, Some(Need::TempTables));
+        assert_eq!(
+            first("CREATE TEMP TABLE t (a int)").need,
+            Some(Need::TempTables)
+        );
+        assert_eq!(
+            first("CREATE TEMP TABLE t AS SELECT 1").need,
+            Some(Need::TempTables)
+        );
         assert_eq!(first("TRUNCATE t").need, Some(Need::Truncate));
         assert_eq!(first("VACUUM t").need, Some(Need::Maintenance));
         assert_eq!(
             first("CALL app.p()").need,
             Some(Need::Call(vec!["app".into(), "p".into()]))
         );
-        assert!(refused("CREATE TEMP TABLE t AS SELECT x.pg_read_file FROM btrim('') x"));
+        assert!(refused(
+            "CREATE TEMP TABLE t AS SELECT x.pg_read_file FROM btrim('') x"
+        ));
     }
 
     #[test]
@@ -787,7 +809,11 @@ mod tests {
         let parens = format!("SELECT {}1{}", "(".repeat(5000), ")".repeat(5000));
         assert!(read(&parens, Reading::Standard).is_ok_and(|s| s.iter().all(|d| d.allowed)));
         for deep in [
-            format!("SELECT 1 WHERE {}true{}", "NOT (".repeat(5000), ")".repeat(5000)),
+            format!(
+                "SELECT 1 WHERE {}true{}",
+                "NOT (".repeat(5000),
+                ")".repeat(5000)
+            ),
             format!("SELECT {}1{}", "ARRAY[".repeat(3000), "]".repeat(3000)),
         ] {
             let verdict = read(&deep, Reading::Standard);
