@@ -205,7 +205,7 @@ impl Enforcer {
                     allowed: false,
                     class: Class::DangerousFunction,
                     reason: format!(
-                        "function calls by OID are not allowed on a runtime session (OID {oid})"
+                        "a function call by OID ({oid}) is not allowed on a runtime session: rolegate does not map OIDs to function names, so it cannot tell what the call would run"
                     ),
                     path: policy::Path::Parser,
                     statements: 1,
@@ -307,7 +307,11 @@ impl Enforcer {
             "ERROR",
             "42501",
             &format!("rolegate: {}", verdict.reason),
-            Some(hint(verdict.class)),
+            Some(if tag == b'F' {
+                FASTPATH_HINT
+            } else {
+                hint(verdict.class)
+            }),
         );
         self.pending.push(self.seq, err);
 
@@ -353,6 +357,9 @@ fn path_label(v: &Verdict) -> &'static str {
     }
 }
 
+/// The way out for a refused FunctionCall message (whatever the function).
+const FASTPATH_HINT: &str = "Call the function in SQL (SELECT f(...)) so rolegate can read the call; only the large-object functions may be called by OID.";
+
 /// The way out, per class, for the error's HINT.
 fn hint(class: Class) -> &'static str {
     match class {
@@ -360,13 +367,13 @@ fn hint(class: Class) -> &'static str {
             "Schema changes run as a migration: log in as the migration user with a migrator token inside a window."
         }
         Class::RlsToggle => {
-            "Row-level security cannot be switched off on a runtime session; use a service role for workers that must see all rows."
+            "Row-level security cannot be switched off on a runtime session. For pg_dump, add --enable-row-security (it exports what the runtime role may see) or dump through the migration login; workers that must see all rows need their own service role."
         }
         Class::RoleChange => {
             "A runtime session cannot change role or privileges; grants belong in migrations."
         }
         Class::DangerousFunction => {
-            "This function reaches server files, other sessions or server configuration and is denied on runtime sessions."
+            "This function (or a view over one) reaches server files, other sessions, server configuration or runs SQL text; it is on rolegate's deny-list (docs/policy.md). Run it from a migration session if it is really needed."
         }
         Class::CopyFile => {
             "Use COPY ... FROM STDIN or COPY ... TO STDOUT instead of a server file or program."

@@ -16,6 +16,7 @@ use rolegate::config::{Config, Sources};
     version,
     about = "PostgreSQL proxy that enforces role separation on the wire"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Log format on stdout: one JSON object a line, or text for humans.
     #[arg(
@@ -28,6 +29,16 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a subcommand, rolegate runs `serve` with these arguments.
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Config file (default: config/rolegate.toml if it exists).
+    #[arg(long, env = "ROLEGATE_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -39,11 +50,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default command).
-    Serve {
-        /// Config file (default: config/rolegate.toml if it exists).
-        #[arg(long, env = "ROLEGATE_CONFIG")]
-        config: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
     /// Start a throwaway PostgreSQL with the role model and a proxy in front of it.
     Demo,
     /// Read a password on stdin and print its SCRAM-SHA-256 verifier for a [[clients]] entry.
@@ -164,10 +171,10 @@ fn init_logging(format: LogFormat, default_filter: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
-        Command::Serve { config } => {
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(args) => {
             init_logging(cli.log_format, "info");
-            serve(config)
+            serve(args.config)
         }
         Command::Demo => {
             // The demo talks to a person: text logs, warnings only, on stderr.
@@ -253,7 +260,21 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
                 "no migration keys configured: migration logins are refused"
             );
         }
-        tracing::info!(address = %config.listen.address, admin = %config.admin_address, "rolegate listening");
+        // The addresses actually bound (a configured port 0 picks one).
+        let bound = listener
+            .local_addr()
+            .context("cannot read the listen address")?;
+        let admin_bound = admin
+            .local_addr()
+            .context("cannot read the admin address")?;
+        tracing::info!(
+            event = "listening",
+            address = %bound,
+            port = bound.port(),
+            admin = %admin_bound,
+            admin_port = admin_bound.port(),
+            "rolegate listening"
+        );
         let proxy = rolegate::server::Proxy::new(config);
         let readiness = Arc::new(rolegate::admin::Readiness::new(proxy.clone()));
         tokio::spawn(async move {

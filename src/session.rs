@@ -563,11 +563,7 @@ fn unpinned_setting(body: &[u8]) -> Option<&'static str> {
     let mut b = body;
     let name = protocol::take_cstr(&mut b)?;
     let value = protocol::take_cstr(&mut b)?;
-    match name {
-        b"client_encoding" if !value.eq_ignore_ascii_case(b"UTF8") => Some("client_encoding"),
-        b"standard_conforming_strings" if value != b"on" => Some("standard_conforming_strings"),
-        _ => None,
-    }
+    crate::policy::unpinned_report(name, value)
 }
 
 /// Whether an ErrorResponse body has severity FATAL or PANIC.

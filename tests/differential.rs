@@ -827,6 +827,84 @@ fn select_into(r: &mut Rng) -> String {
     wrap(r, &s, Kind::Select)
 }
 
+/// Variants of pg_dump's `SELECT set_config(name, …) FROM pg_settings
+/// WHERE name = '…'`: rolegate allows only the exact shape with an ordinary
+/// setting, so every variant that could reach another row (another
+/// condition, another relation or alias, a shadowing CTE, a set operation,
+/// a computed name) must be refused wherever the oracle says so.
+fn pinned_set_config(r: &mut Rng) -> String {
+    let func = r.pick(&[
+        "set_config",
+        "pg_catalog.set_config",
+        "SET_CONFIG",
+        "\"set_config\"",
+    ]);
+    let arg = r.pick(&[
+        "name",
+        "name",
+        "name",
+        "\"name\"",
+        "lower(name)",
+        "s.name",
+        "pg_settings.name",
+        "name || ''",
+        "(name)",
+        "$1",
+    ]);
+    let value = r.pick(&[
+        "'view, foreign-table'",
+        "'off'",
+        "$$x$$",
+        "E'off'",
+        "$2",
+        "name",
+    ]);
+    let local = r.pick(&["false", "true", "$3", "'f'"]);
+    let from = r.pick(&[
+        "pg_settings",
+        "pg_settings",
+        "pg_catalog.pg_settings",
+        "pg_settings s",
+        "pg_settings AS pg_settings",
+        "ONLY pg_settings",
+        "public.pg_settings",
+        "pg_settings, pg_settings p",
+        "(SELECT 'row_security'::text AS name) pg_settings",
+        "pg_show_all_settings() pg_settings",
+    ]);
+    let setting = r.pick(&[
+        "'restrict_nonsystem_relation_kind'",
+        "'work_mem'",
+        "'row_security'",
+        "'ROW_SECURITY'",
+        "'role'",
+        "'session_authorization'",
+        "'client_encoding'",
+        "'standard_conforming_strings'",
+        "E'row\\137security'",
+        "'row_' || 'security'",
+        "$4",
+        "'work_mem'\n'row_security'",
+        "U&'row\\005fsecurity'",
+    ]);
+    let filter = match r.below(8) {
+        0 => format!("{setting} = name"),
+        1 => format!("name = {setting} OR name = 'row_security'"),
+        2 => format!("name = {setting} OR true"),
+        3 => format!("name <> {setting}"),
+        4 => format!("name IN ({setting}, 'row_security')"),
+        _ => format!("name = {setting}"),
+    };
+    let core = format!("SELECT {func}({arg}, {value}, {local}) FROM {from} WHERE {filter}");
+    match r.below(10) {
+        0 => format!("WITH pg_settings AS (SELECT 'row_security'::text AS name) {core}"),
+        1 => format!("{core} UNION ALL SELECT set_config(name, 'off', false) FROM pg_settings"),
+        2 => format!("SELECT * FROM ({core}) q"),
+        3 => format!("{core} LIMIT 1"),
+        _ => core,
+    }
+}
+
 fn set_statement(r: &mut Rng) -> String {
     let scope = r.pick(&["", "", "LOCAL ", "SESSION "]);
     let assign = r.pick(&[" = ", " TO ", "=", " to "]);
@@ -1317,7 +1395,8 @@ fn generated() -> Vec<Text> {
                 ("harmless-core", wrap(&mut r, &s, k))
             }
             47..=61 => ("select-into", select_into(&mut r)),
-            62..=71 => ("set", set_statement(&mut r)),
+            62..=68 => ("set", set_statement(&mut r)),
+            69..=71 => ("pinned-set-config", pinned_set_config(&mut r)),
             _ => ("orm", orm(&mut r)),
         };
         let sql = if r.chance(55) {
@@ -1387,6 +1466,18 @@ const ORACLE_SELF_CHECK: &[(&str, &str)] = &[
     ("SELECT 1; DROP TABLE t", "refuse"),
     ("VACUUM", "refuse"),
     ("selec 1", "unparseable"),
+    (
+        "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings WHERE name = 'restrict_nonsystem_relation_kind'",
+        "harmless",
+    ),
+    (
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'row_security'",
+        "refuse",
+    ),
+    (
+        "SELECT set_config(name, 'off', false) FROM pg_settings WHERE name = 'work_mem' OR true",
+        "refuse",
+    ),
 ];
 
 struct OracleVerdict {

@@ -249,6 +249,25 @@ async fn extended_protocol_refusal_skips_to_sync_and_the_name_stays_unknown() {
     let m = r.until_ready().await;
     assert_eq!(tags(&m), "EZ");
     assert_eq!(m[0].sqlstate().as_deref(), Some("42501"));
+    // Any function, harmless or not: the refusal says what is true (the
+    // proxy does not map OIDs to names) and the way out (call it in SQL).
+    let mut f = Vec::new();
+    f.extend_from_slice(&1397i32.to_be_bytes()); // abs(int4)
+    f.extend_from_slice(&0i16.to_be_bytes());
+    f.extend_from_slice(&1i16.to_be_bytes());
+    f.extend_from_slice(&2i32.to_be_bytes());
+    f.extend_from_slice(b"-5"); // text format: no format codes given
+    f.extend_from_slice(&0i16.to_be_bytes());
+    r.send(&raw::msg(b'F', &f)).await;
+    let m = r.until_ready().await;
+    assert_eq!(tags(&m), "EZ");
+    let message = m[0].field(b'M').unwrap_or_default();
+    let hint = m[0].field(b'H').unwrap_or_default();
+    assert!(message.contains("by OID (1397)"), "{message}");
+    assert!(message.contains("does not map OIDs"), "{message}");
+    assert!(!message.contains("server files"), "{message}");
+    assert!(hint.contains("in SQL"), "{hint}");
+    assert!(!hint.contains("server files"), "{hint}");
     assert_eq!(h.psql_migrator(&format!("select count(*) from {t}")), "3");
 }
 

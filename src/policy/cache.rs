@@ -113,7 +113,9 @@ impl VerdictCache {
     /// differ only in plain integer constants share an entry (see
     /// [`super::shape`]); a miss classifies the exact bytes.
     pub fn classify(&self, sql: &[u8], switches: &Switches) -> (Arc<Verdict>, bool) {
-        if self.max_entries_per_shard == 0 {
+        // Too long to be cached: neither hash nor shape it (a shape scans
+        // the whole text), just read it.
+        if self.max_entries_per_shard == 0 || sql.len() > self.max_key_len {
             return (Arc::new(super::classify(sql, switches)), false);
         }
         if let Some(v) = self.lookup(sql, switches) {

@@ -99,6 +99,7 @@ fn statement(node: &N) -> Decision {
         (Err(_), None) => Decision::refuse(Class::Unparseable, "the statement could not be read"),
         (Ok(()), None) => match walk.set_config {
             // Rare: inspect set_config calls structurally.
+            true if pinned_set_config(node) => top,
             true => set_config_calls(node).unwrap_or(top),
             false => top,
         },
@@ -257,6 +258,105 @@ fn constant(node: &protobuf::Node) -> Option<String> {
         Val::Sval(s) => Some(s.sval.clone()),
         Val::Ival(i) => Some(i.ival.to_string()),
         Val::Boolval(b) => Some(if b.boolval { "on" } else { "off" }.to_owned()),
+        _ => None,
+    }
+}
+
+/// `SELECT set_config(name, '…', …) FROM pg_settings WHERE name = '…'`
+/// (what `pg_dump` sends for `restrict_nonsystem_relation_kind`), and
+/// nothing else: the only rows are those whose `name` equals the constant,
+/// so the call sets that one setting, which must be ordinary. Every other
+/// part of the statement must be absent. (`pg_settings` is the catalog
+/// view; a runtime session cannot create a relation that would shadow it.)
+fn pinned_set_config(node: &N) -> bool {
+    let N::SelectStmt(s) = node else {
+        return false;
+    };
+    let rest = protobuf::SelectStmt {
+        target_list: Vec::new(),
+        from_clause: Vec::new(),
+        where_clause: None,
+        ..(**s).clone()
+    };
+    let plain = protobuf::SelectStmt {
+        op: protobuf::SetOperation::SetopNone as i32,
+        limit_option: protobuf::LimitOption::Default as i32,
+        ..Default::default()
+    };
+    if rest != plain {
+        return false;
+    }
+    let ([target], [from], Some(filter)) = (
+        s.target_list.as_slice(),
+        s.from_clause.as_slice(),
+        s.where_clause.as_deref(),
+    ) else {
+        return false;
+    };
+    let call = match &target.node {
+        Some(N::ResTarget(t)) if t.name.is_empty() && t.indirection.is_empty() => {
+            match t.val.as_deref().and_then(|v| v.node.as_ref()) {
+                Some(N::FuncCall(f)) => f,
+                _ => return false,
+            }
+        }
+        _ => return false,
+    };
+    let plain_call = call.agg_order.is_empty()
+        && call.agg_filter.is_none()
+        && call.over.is_none()
+        && !call.agg_within_group
+        && !call.agg_star
+        && !call.agg_distinct
+        && !call.func_variadic;
+    let funcname = names(&call.funcname);
+    let set_config = match funcname.as_slice() {
+        [f] => f == "set_config",
+        [schema, f] => schema == "pg_catalog" && f == "set_config",
+        _ => false,
+    };
+    let args_ok = matches!(
+        call.args.as_slice(),
+        [name, value, local] if is_name_column(name) && constant(value).is_some() && constant(local).is_some()
+    );
+    let from_ok = matches!(
+        &from.node,
+        Some(N::RangeVar(r)) if r.catalogname.is_empty()
+            && (r.schemaname.is_empty() || r.schemaname == "pg_catalog")
+            && r.relname == "pg_settings"
+            && r.alias.is_none()
+    );
+    let pinned = match &filter.node {
+        Some(N::AExpr(e))
+            if e.kind == protobuf::AExprKind::AexprOp as i32 && names(&e.name) == ["="] =>
+        {
+            let column = e.lexpr.as_deref().is_some_and(is_name_column);
+            match e.rexpr.as_deref() {
+                Some(value) if column => string_constant(value),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    plain_call
+        && set_config
+        && args_ok
+        && from_ok
+        && pinned.is_some_and(|setting| settings::is_ordinary_name(&setting))
+}
+
+/// A bare column reference `name`.
+fn is_name_column(node: &protobuf::Node) -> bool {
+    matches!(&node.node, Some(N::ColumnRef(c)) if names(&c.fields) == ["name"] && c.fields.len() == 1)
+}
+
+/// The value of a string constant (not a number or boolean).
+fn string_constant(node: &protobuf::Node) -> Option<String> {
+    match &node.node {
+        Some(N::AConst(c)) => match c.val.as_ref()? {
+            protobuf::a_const::Val::Sval(s) => Some(s.sval.clone()),
+            _ => None,
+        },
         _ => None,
     }
 }

@@ -21,8 +21,10 @@
 //! * **`SELECT … INTO`** — the keyword `INTO` anywhere except right after
 //!   `INSERT` or `MERGE` (the only allowed statements that use it).
 //! * **Writing `pg_settings`** — `UPDATE pg_settings SET setting = …` is
-//!   `set_config` in disguise (a rule on the view); a statement that names
-//!   `pg_settings` and contains a data-modifying keyword is refused.
+//!   `set_config` in disguise (a rule on the view); `pg_settings` as the
+//!   target of `UPDATE`, `INSERT INTO`, `MERGE INTO`, `DELETE FROM` or `COPY`
+//!   (qualified or not, with or without `ONLY`) is refused. Reading it in a
+//!   write (`INSERT … SELECT setting FROM pg_settings`) is a read.
 //! * **`U&"…"` identifiers** — a Unicode-escaped identifier could spell any
 //!   name; refused rather than decoded.
 
@@ -33,9 +35,6 @@ use super::{Class, Decision};
 
 /// Refusal from the first guard that fails, or `None`.
 pub(crate) fn check(src: &str, toks: &[Token]) -> Option<Decision> {
-    // Computed at most once: a statement naming pg_settings many times must
-    // not cost a scan per occurrence.
-    let mut writes_memo: Option<bool> = None;
     for (i, t) in toks.iter().enumerate() {
         match t.kind {
             Kind::UnicodeIdent => return Some(unicode_ident(src, toks, i)),
@@ -72,9 +71,7 @@ pub(crate) fn check(src: &str, toks: &[Token]) -> Option<Decision> {
                 ));
             }
         }
-        if name.eq_ignore_ascii_case("pg_settings")
-            && *writes_memo.get_or_insert_with(|| writes(src, toks))
-        {
+        if name.eq_ignore_ascii_case("pg_settings") && write_target(src, toks, i) {
             return Some(Decision::refuse(
                 Class::RlsToggle,
                 "writing pg_settings changes settings and is not allowed on a runtime session",
@@ -116,12 +113,82 @@ fn unicode_ident(src: &str, toks: &[Token], i: usize) -> Decision {
 }
 
 /// True when the statement contains a data-modifying keyword.
-fn writes(src: &str, toks: &[Token]) -> bool {
-    toks.iter().any(|t| {
-        ["update", "insert", "delete", "merge", "copy"]
-            .iter()
-            .any(|k| t.is_kw(src, k))
-    })
+/// Whether the relation name at `toks[i]` is the target of a write: right
+/// after `UPDATE`, `INTO` (of `INSERT`/`MERGE`; any other `INTO` is refused
+/// on its own), `DELETE FROM` or `COPY`, past an optional schema qualifier
+/// and `ONLY`.
+fn write_target(src: &str, toks: &[Token], i: usize) -> bool {
+    let mut j = i;
+    let before = |j: usize| j.checked_sub(1).map(|k| (k, &toks[k]));
+    if let Some((k, dot)) = before(j)
+        && dot.kind == Kind::Dot
+        && let Some((q, qualifier)) = before(k)
+        && matches!(qualifier.kind, Kind::Word | Kind::QuotedIdent)
+    {
+        j = q;
+    }
+    if let Some((k, only)) = before(j)
+        && only.is_kw(src, "only")
+    {
+        j = k;
+    }
+    let Some((k, head)) = before(j) else {
+        return false;
+    };
+    head.is_kw(src, "update")
+        || head.is_kw(src, "into")
+        || head.is_kw(src, "copy")
+        || (head.is_kw(src, "from") && before(k).is_some_and(|(_, d)| d.is_kw(src, "delete")))
+}
+
+/// The whole statement is `SELECT [pg_catalog.]set_config(name, '…',
+/// false|true) FROM [pg_catalog.]pg_settings WHERE name = '…'` with an
+/// ordinary setting's name (what `pg_dump` sends): the call can only set
+/// that one setting.
+fn pinned_to_one_setting(src: &str, toks: &[Token], i: usize) -> bool {
+    let head_ok = match i {
+        1 => toks[0].is_kw(src, "select"),
+        3 => {
+            toks[0].is_kw(src, "select")
+                && toks[1].is_kw(src, "pg_catalog")
+                && toks[2].kind == Kind::Dot
+        }
+        _ => false,
+    };
+    let plain_str = |t: &Token| matches!(t.kind, Kind::Str(StrKind::Standard | StrKind::Dollar));
+    let rest = &toks[i + 1..];
+    let (args, from) = rest.split_at(rest.len().min(7));
+    let args_ok = matches!(args, [open, name, c1, value, c2, local, close]
+        if open.kind == Kind::LParen
+            && name.is_kw(src, "name")
+            && c1.kind == Kind::Comma
+            && plain_str(value)
+            && c2.kind == Kind::Comma
+            && (local.is_kw(src, "false") || local.is_kw(src, "true"))
+            && close.kind == Kind::RParen);
+    let from = match from {
+        [f, schema, dot, rest @ ..]
+            if f.is_kw(src, "from") && schema.is_kw(src, "pg_catalog") && dot.kind == Kind::Dot =>
+        {
+            rest
+        }
+        [f, rest @ ..] if f.is_kw(src, "from") => rest,
+        _ => return false,
+    };
+    let pinned = match from {
+        [rel, w, name, eq, setting]
+            if rel.is_kw(src, "pg_settings")
+                && w.is_kw(src, "where")
+                && name.is_kw(src, "name")
+                && eq.kind == Kind::Op
+                && eq.text(src) == "="
+                && plain_str(setting) =>
+        {
+            setting.plain_str_value(src)
+        }
+        _ => None,
+    };
+    head_ok && args_ok && pinned.is_some_and(|s| settings::is_ordinary_name(&s))
 }
 
 /// Check the `set_config` occurrence at `toks[i]`.
@@ -134,6 +201,9 @@ fn set_config(src: &str, toks: &[Token], i: usize) -> Option<Decision> {
     };
     if !toks.get(i + 1).is_some_and(|t| t.kind == Kind::LParen) {
         return not_constant();
+    }
+    if pinned_to_one_setting(src, toks, i) {
+        return None;
     }
     let (Some(arg), Some(comma)) = (toks.get(i + 2), toks.get(i + 3)) else {
         return not_constant();
@@ -295,6 +365,23 @@ mod tests {
             Some(Class::RlsToggle)
         );
         assert_eq!(guard("SELECT name, setting FROM pg_settings"), None);
+        for write in [
+            "INSERT INTO pg_settings (name) VALUES ('x')",
+            "DELETE FROM ONLY pg_catalog.pg_settings",
+            "MERGE INTO pg_settings s USING t ON true WHEN MATCHED THEN DELETE",
+            "COPY pg_settings FROM STDIN",
+            "UPDATE ONLY \"pg_settings\" SET setting = 'off'",
+        ] {
+            assert_eq!(guard(write), Some(Class::RlsToggle), "{write}");
+        }
+        for read in [
+            "INSERT INTO t (v) SELECT setting FROM pg_settings WHERE name = 'work_mem'",
+            "UPDATE t SET v = s.setting FROM pg_settings s WHERE s.name = 'work_mem'",
+            "DELETE FROM t USING pg_settings s WHERE t.v = s.name",
+            "WITH s AS (SELECT setting FROM pg_settings) INSERT INTO t (v) SELECT * FROM s",
+        ] {
+            assert_eq!(guard(read), None, "{read}");
+        }
         assert_eq!(
             guard("SELECT U&\"pg_read_file\"('x')"),
             Some(Class::DangerousFunction)

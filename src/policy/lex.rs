@@ -200,7 +200,13 @@ fn at(b: &[u8], i: usize) -> u8 {
 
 /// Scan the whole text.
 pub(crate) fn scan(src: &str) -> Scan {
-    scan_until(src, 0, false).0
+    scan_until(src, 0, false, usize::MAX).0
+}
+
+/// Scan at most the first `max_tokens` tokens (for renderings that stop
+/// early, so a huge text costs no more than its prefix).
+fn scan_prefix(src: &str, max_tokens: usize) -> Scan {
+    scan_until(src, 0, false, max_tokens).0
 }
 
 /// The end of the statement starting at byte `from`: the offset of its
@@ -208,19 +214,21 @@ pub(crate) fn scan(src: &str) -> Scan {
 /// Only that statement's tokens are held, so a huge text can be walked one
 /// statement at a time in memory proportional to a statement.
 pub(crate) fn statement_end(src: &str, from: usize) -> Result<usize, LexError> {
-    let (scan, end) = scan_until(src, from, true);
+    let (scan, end) = scan_until(src, from, true, usize::MAX);
     match scan.error {
         Some(e) => Err(e),
         None => Ok(end),
     }
 }
 
-/// Scan from `from`; with `one_statement`, stop at the first `;` token.
-/// Returns the scan and where it stopped (the `;`'s offset, or the end).
-fn scan_until(src: &str, from: usize, one_statement: bool) -> (Scan, usize) {
+/// Scan from `from`; with `one_statement`, stop at the first `;` token;
+/// stop after `max_tokens` tokens. Returns the scan and where it stopped
+/// (the `;`'s offset, the end of the last token kept, or the end).
+fn scan_until(src: &str, from: usize, one_statement: bool, max_tokens: usize) -> (Scan, usize) {
     let b = src.as_bytes();
     let n = b.len();
-    let mut tokens = Vec::with_capacity(if one_statement { 64 } else { n / 5 + 4 });
+    let capacity = if one_statement { 64 } else { n / 5 + 4 };
+    let mut tokens = Vec::with_capacity(capacity.min(max_tokens));
     let mut i = from;
     let mut error = None;
     while i < n {
@@ -411,6 +419,9 @@ fn scan_until(src: &str, from: usize, one_statement: bool) -> (Scan, usize) {
             start,
             end: i,
         });
+        if tokens.len() >= max_tokens {
+            return (Scan { tokens, error }, i);
+        }
     }
     (Scan { tokens, error }, n)
 }
@@ -749,7 +760,9 @@ pub(crate) const FINGERPRINT_MAX: usize = 4096;
 
 /// A literal-free, whitespace- and comment-normalised rendering of `src`.
 pub(crate) fn fingerprint(src: &str) -> String {
-    let scan = scan(src);
+    // Every token renders as at least one character, so this many tokens
+    // always fill the fingerprint: a huge text is scanned no further.
+    let scan = scan_prefix(src, FINGERPRINT_MAX + 1);
     let mut out = String::with_capacity(src.len().min(FINGERPRINT_MAX) + 8);
     let mut prev: Option<Kind> = None;
     for t in &scan.tokens {

@@ -37,8 +37,18 @@
 //!    constant ordinary setting name, no `SELECT … INTO`, no writes to
 //!    `pg_settings`, no `U&"…"` identifiers. They are token-level on purpose:
 //!    no AST position can hide a call from them.
-//! 6. **Switches** ([`Switches`]) turn `temp_table`, `truncate`,
+//! 6. **PostgreSQL's reading** (`grammar`). The same bytes are parsed by
+//!    PostgreSQL's own grammar (libpg_query) and decided from the tree:
+//!    statement types on an allow-list, every *name* anywhere checked
+//!    against the deny-list (attribute notation `t.f` is `f(t)`),
+//!    `IntoClause`, settings. Both readings must allow every statement and
+//!    agree on how many there are (`analyze`, `cross_check`).
+//! 7. **Switches** ([`Switches`]) turn `temp_table`, `truncate`,
 //!    `maintenance` and `call` (per procedure) from refused to allowed.
+//!
+//! Texts of [`LARGE_TEXT`] bytes or more are read statement by statement
+//! (memory bounded by the largest statement). [`check_other_readings`] is
+//! the extra reading for a message pipelined behind unfinished work.
 //!
 //! `SET`/`RESET`/`SHOW` are read from the server's tokens on both paths
 //! (`settings`): `row_security`, `role`, `session_authorization` may not be
@@ -56,6 +66,7 @@
 //! * `fallback.rs` — the lexer path.
 //! * `guards.rs` — the token-level guards.
 //! * `settings.rs` — protected settings and the `SET`/`RESET`/`SHOW` reader.
+//! * `grammar.rs` — PostgreSQL's reading (libpg_query parse tree walk).
 //! * `denylist.rs` — [`DENIED_FUNCTIONS`].
 //! * `startup.rs` — [`check_startup`].
 //! * `cache.rs` — [`VerdictCache`].
@@ -140,40 +151,6 @@ impl Class {
             Class::Call => "call",
             Class::Unparseable => "unparseable",
             Class::InvalidUtf8 => "invalid_utf8",
-        }
-    }
-
-    /// A hint naming the way out, for the ErrorResponse of a refusal
-    /// (empty for allowed families).
-    pub fn hint(&self) -> &'static str {
-        match self {
-            Class::Ddl => {
-                "Schema changes run on a migration session (a migrator token), not on the runtime role."
-            }
-            Class::RlsToggle => {
-                "Row-level security stays on for runtime sessions; work that must bypass it belongs on a migration session."
-            }
-            Class::RoleChange => "Connect as the identity you need instead of switching roles.",
-            Class::DangerousFunction => {
-                "This function is on rolegate's deny-list (README, Runtime policy)."
-            }
-            Class::CopyFile => {
-                "Use COPY … FROM STDIN or TO STDOUT and move the data through the client."
-            }
-            Class::EncodingChange => {
-                "rolegate pins client_encoding = UTF8 and standard_conforming_strings = on; convert on the client."
-            }
-            Class::TempTable => "Set [policy] allow_temp_tables = true to allow temporary tables.",
-            Class::Truncate => "Set [policy] allow_truncate = true, or use DELETE.",
-            Class::Maintenance => {
-                "Set [policy] allow_maintenance = true, or run maintenance from a migration session."
-            }
-            Class::Call => "Add the procedure to [policy] allow_call.",
-            Class::Unparseable => {
-                "rolegate could not read this statement and refuses what it cannot read; rewrite it or report it."
-            }
-            Class::InvalidUtf8 => "Send statement text in UTF-8.",
-            _ => "",
         }
     }
 }
@@ -355,6 +332,9 @@ impl Analysis {
 /// ([`is_large`]).
 pub const LARGE_TEXT: usize = 256 * 1024;
 
+/// How much of a large text one reading takes at a time.
+const LARGE_CHUNK: usize = 4 * 1024;
+
 /// True when classifying `sql` is slow enough to keep off async workers.
 pub fn is_large(sql: &[u8]) -> bool {
     sql.len() >= LARGE_TEXT
@@ -399,6 +379,21 @@ fn analyze_text(src: &str) -> Analysis {
     }
 }
 
+/// For a setting the server reports (ParameterStatus): the name of a pinned
+/// setting whose reported value is not its pinned one. Compared as the
+/// server compares: any spelling of UTF-8 (the server keeps `UNICODE` as
+/// given) and any spelling of boolean on.
+pub fn unpinned_report(name: &[u8], value: &[u8]) -> Option<&'static str> {
+    let value = std::str::from_utf8(value).unwrap_or("\u{fffd}");
+    match name {
+        b"client_encoding" if !settings::is_utf8_name(value) => Some("client_encoding"),
+        b"standard_conforming_strings" if !settings::is_on(value) => {
+            Some("standard_conforming_strings")
+        }
+        _ => None,
+    }
+}
+
 /// The extra check for a message pipelined behind work the server has not
 /// finished: that work could have changed `standard_conforming_strings` or
 /// `client_encoding` (through SQL the proxy cannot see, e.g. a function),
@@ -437,14 +432,13 @@ pub fn check_other_readings(sql: &[u8]) -> Option<Verdict> {
     }
 }
 
-/// A large text, one statement at a time: rolegate's scanner finds each
-/// statement's end, and both readings read that statement alone (a
-/// statement PostgreSQL would split differently fails the cross-check, one
-/// it would not end there fails its parse). Identical statements (the usual
-/// shape of a large batch) are read once.
+/// A large text, in chunks of whole statements: rolegate's scanner finds
+/// statement ends, and both readings read each chunk of about
+/// [`LARGE_CHUNK`] bytes alone (a chunk PostgreSQL would split differently
+/// fails the cross-check, one it would not end there fails its parse). The
+/// memory a reading needs is bounded by the chunk (or the one statement
+/// larger than it), not by the text.
 fn analyze_large(src: &str) -> Analysis {
-    const MEMO_MAX: usize = 4096;
-    let mut memo: std::collections::HashMap<&str, Analysis> = std::collections::HashMap::new();
     let mut total = Analysis {
         statements: 0,
         summary: Class::Empty,
@@ -453,37 +447,37 @@ fn analyze_large(src: &str) -> Analysis {
     };
     let mut from = 0;
     while from < src.len() {
-        let end = match lex::statement_end(src, from) {
-            Ok(end) => end,
-            Err(_) => {
-                // The whole-text reading names the precise error.
-                return analyze_text(&src[from..]);
+        let mut end = from;
+        let mut whole = false;
+        while end - from < LARGE_CHUNK {
+            match lex::statement_end(src, end) {
+                Ok(e) if e >= src.len() => {
+                    end = src.len();
+                    whole = true;
+                    break;
+                }
+                Ok(e) => end = e + 1,
+                // The reading of the rest names the precise error.
+                Err(_) => {
+                    end = src.len();
+                    whole = true;
+                    break;
+                }
             }
-        };
-        let text = &src[from..end];
-        from = end + 1;
-        if text.trim().is_empty() {
+        }
+        let chunk = &src[from..end];
+        from = end;
+        if chunk.trim().is_empty() {
             continue;
         }
-        let fresh;
-        let one = match memo.get(text) {
-            Some(a) => a,
-            None => {
-                fresh = analyze_text(text);
-                if memo.len() < MEMO_MAX {
-                    memo.insert(text, fresh.clone());
-                }
-                &fresh
-            }
-        };
+        let one = analyze_text(chunk);
         if total.statements == 0 || total.summary == Class::Transaction {
             total.summary = one.summary;
         }
         if one.path == Path::Lexer {
             total.path = Path::Lexer;
         }
-        for item in &one.items {
-            let mut item = item.clone();
+        for mut item in one.items {
             item.index += total.statements;
             let hard = item.need.is_none();
             total.items.push(item);
@@ -493,6 +487,9 @@ fn analyze_large(src: &str) -> Analysis {
             }
         }
         total.statements += one.statements;
+        if whole {
+            break;
+        }
     }
     total
 }

@@ -28,6 +28,16 @@ pub(crate) enum Protected {
     StandardConformingStrings,
 }
 
+/// A plain setting name (`[A-Za-z0-9_.$]+`) that is not protected: one
+/// `set_config` may change.
+pub(crate) fn is_ordinary_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$')
+        && protected(name).is_none()
+}
+
 /// The protected setting `name` denotes (compared ignoring ASCII case).
 pub(crate) fn protected(name: &str) -> Option<Protected> {
     const NAMES: &[(&str, Protected)] = &[
@@ -235,6 +245,10 @@ fn reset(src: &str, toks: &[Token]) -> Decision {
     } else {
         match r.var_name() {
             Some(name) => match protected(&name) {
+                // Back to the session's default: the role's or database's
+                // setting (a runtime login cannot set row_security at
+                // startup), which `rolegate check` requires to be on.
+                Some(Protected::RowSecurity) => Decision::allow(Class::Session),
                 Some(p) => refusal(p, "RESET"),
                 None => Decision::allow(Class::Session),
             },
@@ -344,6 +358,16 @@ fn set(src: &str, toks: &[Token]) -> Decision {
                 refusal(Protected::StandardConformingStrings, "SET")
             }
         }
+        // On (which cannot loosen anything) or back to the default (see
+        // `reset`): `pg_dump --enable-row-security` sends the former.
+        Some(Protected::RowSecurity)
+            if !from_current
+                && values.len() == 1
+                && (values[0].is_kw(src, "default")
+                    || value_text(src, &values[0]).is_some_and(|v| is_on(&v))) =>
+        {
+            Decision::allow(Class::Session)
+        }
         Some(p) => refusal(p, "SET"),
     }
 }
@@ -377,6 +401,14 @@ mod tests {
         for sql in [
             "SET app.current_tenant_id = '42'",
             "SET LOCAL app.current_tenant_id TO $$42$$",
+            // row_security forms that cannot loosen anything.
+            "SET row_security = on",
+            "SET row_security TO TRUE",
+            "SET LOCAL row_security = 'yes'",
+            "SET SESSION row_security TO 1",
+            "SET \"ROW_SECURITY\" = \"on\"",
+            "SET row_security TO DEFAULT",
+            "RESET row_security",
             "SET SESSION statement_timeout = 5000",
             "SET search_path TO public, \"$user\"",
             "SET TIME ZONE 'UTC'",
@@ -416,7 +448,6 @@ mod tests {
     fn protected_settings_are_refused() {
         for (sql, class) in [
             ("SET row_security = off", Class::RlsToggle),
-            ("SET row_security TO on", Class::RlsToggle),
             ("SET LOCAL row_security = off", Class::RlsToggle),
             ("SET SESSION row_security = off", Class::RlsToggle),
             ("SET \"ROW_SECURITY\" = off", Class::RlsToggle),
@@ -427,8 +458,12 @@ mod tests {
                 Class::RlsToggle,
             ),
             ("RESET U&\"\\0072ole\"", Class::RoleChange),
-            ("RESET row_security", Class::RlsToggle),
             ("SET row_security FROM CURRENT", Class::RlsToggle),
+            ("SET row_security = of", Class::RlsToggle),
+            ("SET row_security = 'no'", Class::RlsToggle),
+            ("SET row_security = on, off", Class::RlsToggle),
+            ("SET row_security = +1", Class::RlsToggle),
+            ("SET row_security = E'on'", Class::RlsToggle),
             ("SET ROLE admin", Class::RoleChange),
             ("SET SESSION ROLE admin", Class::RoleChange),
             ("SET LOCAL ROLE admin", Class::RoleChange),

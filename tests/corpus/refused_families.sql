@@ -294,14 +294,38 @@ SET LOCAL row_security TO off
 -- expect: refuse rls_toggle
 SET SESSION row_security=off
 
--- expect: refuse rls_toggle # even turning it on: any SET of row_security is refused (§5)
+-- expect: allow # turning it on cannot loosen anything (pg_dump --enable-row-security sends it)
 SET row_security = on
 
--- expect: refuse rls_toggle
+-- expect: allow # back to the role's/database's default, which rolegate check requires to be on
 SET row_security TO DEFAULT
 
--- expect: refuse rls_toggle
+-- expect: allow # as DEFAULT
 RESET row_security
+
+-- expect: allow
+SET LOCAL row_security = true
+
+-- expect: allow
+SET SESSION row_security TO 'yes'
+
+-- expect: allow
+set row_security = 1
+
+-- expect: refuse rls_toggle # a boolean prefix PostgreSQL reads as off
+SET row_security = of
+
+-- expect: refuse rls_toggle
+SET row_security = 'false'
+
+-- expect: refuse rls_toggle
+SET row_security = 0
+
+-- expect: refuse rls_toggle # a list: the server rejects it, rolegate refuses it
+SET row_security = on, off
+
+-- expect: refuse rls_toggle
+SET row_security FROM CURRENT
 
 -- expect: refuse rls_toggle
 select set_config('row_security','off',false)

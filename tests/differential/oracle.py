@@ -25,7 +25,10 @@ The rule (per text; a text is refused if any of its statements is):
    A_Indirection's indirection list, or as a RangeVar relname; the views
    pg_file_settings, pg_hba_file_rules, pg_ident_file_mappings and pg_config
    count as denied names too; ``set_config`` whose first argument is not a
-   string constant or names a protected setting;
+   string constant or names a protected setting — except in exactly
+   ``SELECT set_config(name, <const>, <const>) FROM pg_settings WHERE name =
+   '<setting>'`` (what pg_dump sends), where the rows and so the name are
+   pinned to that one setting, which must not be protected;
 3. a VariableSetStmt (SET / RESET) of a protected setting: row_security to
    anything but on/true/yes/1 (DEFAULT and RESET are not "off"), role,
    session_authorization, client_encoding other than a UTF8 spelling,
@@ -158,6 +161,57 @@ def const_value(node):
     return ("unknown", None)
 
 
+def is_name_column(node):
+    """A bare column reference ``name``."""
+    return (isinstance(node, dict) and list(node) == ["ColumnRef"]
+            and list(without_location(node["ColumnRef"])) == ["fields"]
+            and node["ColumnRef"]["fields"] == [{"String": {"sval": "name"}}])
+
+
+def without_location(d):
+    return {k: v for k, v in d.items() if k != "location"}
+
+
+def pinned_set_config(typ, body):
+    """The pg_dump shape: one set_config(name, const, const) target, FROM
+    the bare or pg_catalog-qualified pg_settings, WHERE name = '<setting>'
+    with an unprotected setting, and nothing else in the statement."""
+    if typ != "SelectStmt":
+        return False
+    if set(body) != {"targetList", "fromClause", "whereClause", "limitOption", "op"}:
+        return False
+    if body["op"] != "SETOP_NONE" or body["limitOption"] != "LIMIT_OPTION_DEFAULT":
+        return False
+    targets, froms, where = body["targetList"], body["fromClause"], body["whereClause"]
+    if len(targets) != 1 or len(froms) != 1:
+        return False
+    target = targets[0].get("ResTarget")
+    if not isinstance(target, dict) or set(without_location(target)) != {"val"}:
+        return False
+    call = target["val"].get("FuncCall") if isinstance(target["val"], dict) else None
+    if not isinstance(call, dict) or set(without_location(call)) != {"funcname", "args", "funcformat"}:
+        return False
+    fname = [n.get("String", {}).get("sval") for n in call["funcname"]]
+    if fname not in (["set_config"], ["pg_catalog", "set_config"]):
+        return False
+    args = call["args"]
+    if len(args) != 3 or not is_name_column(args[0]) \
+            or const_value(args[1]) is None or const_value(args[2]) is None:
+        return False
+    rel = froms[0].get("RangeVar")
+    if not isinstance(rel, dict) or rel.get("relname") != "pg_settings" \
+            or rel.get("schemaname", "pg_catalog") != "pg_catalog" \
+            or "alias" in rel or "catalogname" in rel:
+        return False
+    expr = where.get("A_Expr") if isinstance(where, dict) else None
+    if not isinstance(expr, dict) or expr.get("kind") != "AEXPR_OP" \
+            or expr.get("name") != [{"String": {"sval": "="}}] \
+            or not is_name_column(expr.get("lexpr")):
+        return False
+    setting = const_value(expr.get("rexpr"))
+    return bool(setting and setting[0] == "str" and setting[1].lower() not in PROTECTED)
+
+
 def is_utf8_name(value):
     cleaned = "".join(ch.lower() for ch in value if ch.isascii() and ch.isalnum())
     return value.isascii() and cleaned in ("utf8", "unicode")
@@ -183,6 +237,7 @@ class Checker:
                 continue
             (top, body), = stmt.items()
             self.top = top
+            self.pinned = pinned_set_config(top, body)
             self.reasons = reasons
             self.allowed_statement(top, body, "")
             self.walk(top, body, [])
@@ -272,7 +327,9 @@ class Checker:
             if last == "set_config":
                 args = body.get("args") or []
                 first = const_value(args[0]) if args else None
-                if first is None or first[0] != "str":
+                if self.pinned and is_name_column(args[0]):
+                    pass
+                elif first is None or first[0] != "str":
                     self.add("set_config with a non-constant setting name", ".".join(names))
                 elif first[1].lower() in PROTECTED:
                     self.add("set_config of a protected setting", first[1].lower())
