@@ -133,25 +133,44 @@ pub const DENIED_FUNCTIONS: &[&str] = &[
 /// The deny-list entry that `name` matches, if any. `name` is compared
 /// ignoring ASCII case.
 pub(crate) fn denied(name: &str) -> Option<&'static str> {
-    // Every entry is ASCII and at least 5 bytes; skip the scan for short or
-    // obviously unrelated names cheaply.
-    if name.len() < 5 {
+    // Every entry is ASCII and at least 5 bytes. A table of the entries'
+    // first two bytes rejects the usual name (`id`, `users`, `created_at`)
+    // with one load instead of a scan of the list: this runs for every
+    // name of every statement classified.
+    let b = name.as_bytes();
+    let i = pair_index(
+        b.first().copied().unwrap_or(0),
+        b.get(1).copied().unwrap_or(0),
+    );
+    if b.len() < 5 || STARTS[i / 64] & (1 << (i % 64)) == 0 {
         return None;
     }
-    let lower_start = name.as_bytes()[0].to_ascii_lowercase();
-    DENIED_FUNCTIONS.iter().copied().find(|entry| {
-        let e = entry.as_bytes();
-        if e[0] != lower_start {
-            return false;
-        }
-        match entry.strip_suffix('*') {
+    DENIED_FUNCTIONS
+        .iter()
+        .copied()
+        .find(|entry| match entry.strip_suffix('*') {
             Some(prefix) => name
                 .get(..prefix.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
             None => name.eq_ignore_ascii_case(entry),
-        }
-    })
+        })
 }
+
+fn pair_index(a: u8, b: u8) -> usize {
+    usize::from(a.to_ascii_lowercase()) << 8 | usize::from(b.to_ascii_lowercase())
+}
+
+/// Which two-byte starts some entry of [`DENIED_FUNCTIONS`] has (a bit per
+/// pair, 8 KiB).
+static STARTS: std::sync::LazyLock<Box<[u64; 1024]>> = std::sync::LazyLock::new(|| {
+    let mut starts = Box::new([0u64; 1024]);
+    for entry in DENIED_FUNCTIONS {
+        let e = entry.as_bytes();
+        let i = pair_index(e[0], e[1]);
+        starts[i / 64] |= 1 << (i % 64);
+    }
+    starts
+});
 
 /// A short description of why an entry is denied, for refusal reasons.
 pub(crate) fn why(entry: &str) -> &'static str {
@@ -260,6 +279,9 @@ mod tests {
             assert!(e.is_ascii() && *e == e.to_ascii_lowercase(), "{e}");
             assert!(!e[..e.len() - 1].contains('*'), "{e}");
             assert!(!why(e).is_empty());
+            // Every entry is reachable through its bucket, in any case.
+            let name = e.replace('*', "_x").to_ascii_uppercase();
+            assert!(denied(&name).is_some(), "{e}");
         }
     }
 }

@@ -19,15 +19,16 @@
 //!    comments. Every `;` token ends a statement; a text is allowed only if
 //!    every statement in it is. Anything the scanner cannot read
 //!    (unterminated string or comment) is refused.
-//! 3. **Parser path** (`parsed`, [`Path::Parser`]). sqlparser's
+//! 3. **Lexer path** first (step 4); only a statement it refuses is read
+//!    again by the **parser path** (`parsed`, [`Path::Parser`]): sqlparser's
 //!    `PostgreSqlDialect` reads each statement — but only after its own
 //!    tokens were checked to coincide with the server's tokens span by span.
 //!    The AST gives the statement type (which must agree with the leading
 //!    keyword) and the nested statements (`EXPLAIN`, `PREPARE`, `DECLARE`,
 //!    CTEs, `COPY (query)`, `CREATE TEMP TABLE … AS`).
-//! 4. **Lexer path** (`fallback`, [`Path::Lexer`]). When sqlparser cannot
-//!    read a statement (about 3–4% of real DML, more of the rarer session
-//!    statements), a conservative reading of the server's tokens decides: the
+//! 4. **Lexer path** (`fallback`, [`Path::Lexer`]), tried first for every
+//!    statement (and deciding alone when sqlparser cannot read one, about
+//!    3–4% of real DML): a conservative reading of the server's tokens: the
 //!    leading keyword must name an allowed family and the rest must have that
 //!    family's harmless shape, with extra guards (no DDL keyword anywhere…).
 //!    It only ever allows what is certainly harmless.
@@ -158,10 +159,13 @@ impl Class {
 /// Which reading decided (metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Path {
-    /// sqlparser read every statement (also used for the empty query).
+    /// A parser decided: sqlparser allowed a statement the token reading
+    /// would refuse, or PostgreSQL's grammar refused one (also used for
+    /// the empty query).
     Parser,
-    /// The lexer-level fallback decided at least one statement, or the text
-    /// could not be tokenized at all (not UTF-8, unterminated string…).
+    /// rolegate's token reading decided (the usual case for allowed SQL),
+    /// or the text could not be tokenized at all (not UTF-8, unterminated
+    /// string…).
     Lexer,
 }
 
@@ -592,9 +596,19 @@ fn read_ours(sql: &[u8]) -> Analysis {
         };
         let end = scan.tokens.get(range.end).map_or(src.len(), |t| t.start);
         let head = heads::head(src, toks);
-        let (mut d, path) = match parsed::classify(&src[begin..end], begin, toks, src, head) {
-            Some(d) => (d, Path::Parser),
-            None => (fallback::classify(src, toks, head), Path::Lexer),
+        // The token reading first: it is cheap and allows only plainly
+        // harmless shapes. sqlparser reads only what it would refuse (it
+        // may allow more, e.g. a statement whose shape the token reading
+        // does not know), so ordinary SQL costs one scan here; PostgreSQL's
+        // grammar reads every statement either way (`analyze_text`).
+        let quick = fallback::classify(src, toks, head);
+        let (mut d, path) = if quick.allowed {
+            (quick, Path::Lexer)
+        } else {
+            match parsed::classify(&src[begin..end], begin, toks, src, head) {
+                Some(d) => (d, Path::Parser),
+                None => (quick, Path::Lexer),
+            }
         };
         // Guards decide for everything a path would allow; for a statement
         // refused as unreadable they may name a more specific class (a

@@ -557,7 +557,7 @@ fn lexer_path_reads_what_sqlparser_cannot() {
 }
 
 #[test]
-fn parser_path_is_used_for_ordinary_sql() {
+fn ordinary_sql_needs_only_the_token_reading() {
     for sql in [
         r#"SELECT "users".* FROM "users" WHERE "users"."id" = $1 LIMIT $2"#,
         "INSERT INTO t (a, b) VALUES ($1, $2) ON CONFLICT (a) DO UPDATE SET b = EXCLUDED.b RETURNING *",
@@ -566,7 +566,7 @@ fn parser_path_is_used_for_ordinary_sql() {
         "BEGIN",
         "SET extra_float_digits = 3",
     ] {
-        assert_eq!(allowed(sql).path, Path::Parser, "{sql}");
+        assert_eq!(allowed(sql).path, Path::Lexer, "{sql}");
     }
 }
 
