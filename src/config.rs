@@ -536,10 +536,11 @@ fn load_raw(sources: &Sources) -> Result<(RawConfig, Option<PathBuf>), ConfigErr
                 .required(true),
         );
     }
+    let pg_layer = pg_env_layer(&sources.env)?;
     builder = builder.add_source(
         config::Environment::default()
             .separator("__")
-            .source(Some(pg_env_layer(&sources.env)?)),
+            .source(Some(pg_layer.clone())),
     );
     let rolegate_env: config::Map<String, String> = sources
         .env
@@ -551,13 +552,90 @@ fn load_raw(sources: &Sources) -> Result<(RawConfig, Option<PathBuf>), ConfigErr
         config::Environment::with_prefix("ROLEGATE")
             .prefix_separator("__")
             .separator("__")
-            .source(Some(rolegate_env)),
+            .source(Some(rolegate_env.clone())),
     );
     let built = builder.build().map_err(|e| wrap_config_error(&file, e))?;
-    let raw = built
+    let mut raw = built
         .try_deserialize::<RawConfig>()
         .map_err(|e| wrap_config_error(&file, e))?;
+    secret_precedence(&mut raw, &[&rolegate_env, &pg_layer]);
+    if let Some(dir) = file.as_deref().and_then(Path::parent) {
+        relative_to(&mut raw, dir);
+    }
     Ok((raw, file))
+}
+
+/// A higher layer's secret replaces a lower layer's *source* for the same
+/// upstream credential: `PG_RUNTIME_PASSWORD` in the environment wins over
+/// `password_file` in the file, rather than being "two sources". Two
+/// sources within one layer stay an error (see `secret`). `layers` are the
+/// environment layers, highest first.
+fn secret_precedence(raw: &mut RawConfig, layers: &[&config::Map<String, String>]) {
+    const FIELDS: [&str; 3] = ["PASSWORD", "PASSWORD_ENV", "PASSWORD_FILE"];
+    let creds = [
+        ("RUNTIME", &mut raw.upstream.runtime),
+        ("MIGRATION", &mut raw.upstream.migration),
+    ];
+    for (role, c) in creds {
+        let set_in = |layer: &config::Map<String, String>| -> Vec<&str> {
+            FIELDS
+                .into_iter()
+                .filter(|f| {
+                    let key = format!("UPSTREAM__{role}__{f}");
+                    layer.keys().any(|k| {
+                        let k = k.strip_prefix("ROLEGATE__").unwrap_or(k);
+                        k.eq_ignore_ascii_case(&key)
+                    })
+                })
+                .collect()
+        };
+        let Some(top) = layers.iter().map(|l| set_in(l)).find(|s| !s.is_empty()) else {
+            continue;
+        };
+        if !top.contains(&"PASSWORD") {
+            c.password = None;
+        }
+        if !top.contains(&"PASSWORD_ENV") {
+            c.password_env = None;
+        }
+        if !top.contains(&"PASSWORD_FILE") {
+            c.password_file = None;
+        }
+    }
+}
+
+/// Relative paths in the config file are relative to the file's directory,
+/// not the working directory (systemd starts services in `/`).
+fn relative_to(raw: &mut RawConfig, dir: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    };
+    if let Some(t) = &mut raw.listen.tls {
+        t.cert_file.iter_mut().for_each(fix);
+        t.key_file.iter_mut().for_each(fix);
+    }
+    raw.upstream.ca_file.iter_mut().for_each(fix);
+    let creds = [&mut raw.upstream.runtime, &mut raw.upstream.migration]
+        .into_iter()
+        .chain(
+            raw.services
+                .iter_mut()
+                .flat_map(|s| [&mut s.runtime, &mut s.migration]),
+        );
+    for c in creds {
+        c.password_file.iter_mut().for_each(fix);
+    }
+    for c in &mut raw.clients {
+        c.password_file.iter_mut().for_each(fix);
+    }
+    for k in &mut raw.migration.keys {
+        k.public_key_file.iter_mut().for_each(fix);
+    }
+    for j in &mut raw.migration.jwks {
+        fix(&mut j.file);
+    }
 }
 
 fn wrap_config_error(file: &Option<PathBuf>, e: config::ConfigError) -> ConfigError {
@@ -988,7 +1066,7 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
                 digest(v.as_bytes()),
             ),
             (None, Some(_), None) | (None, None, Some(_)) => {
-                let pw = secret(&key, &None, &c.password_env, &c.password_file, env)?
+                let pw = secret(&format!("{key}.password"), &None, &c.password_env, &c.password_file, env)?
                     .ok_or_else(|| invalid(format!("{key}: no password")))?;
                 (ScramVerifier::from_password(pw.expose()), digest(pw.expose().as_bytes()))
             }
@@ -1289,6 +1367,118 @@ mod tests {
         assert!(
             ScramVerifier::parse(raw.clients[0].password_scram.as_deref().unwrap_or("")).is_ok()
         );
+    }
+
+    /// A config file in its own directory, loaded from elsewhere.
+    fn load_file(
+        text: &str,
+        files: &[(&str, &str)],
+        pairs: &[(&str, &str)],
+    ) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("dir");
+        for (name, body) in files {
+            let path = dir.path().join(name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(&path, body).expect("write");
+        }
+        let config = dir.path().join("rolegate.toml");
+        std::fs::write(&config, text).expect("config");
+        Config::load(&Sources {
+            file: Some(config),
+            env: env(pairs),
+        })
+    }
+
+    const FILE_SECRETS: &str = r#"
+[upstream]
+database = "app"
+[upstream.runtime]
+user = "app_user"
+password_file = "secrets/runtime"
+[upstream.migration]
+user = "app_migrator"
+password_env = "MIGRATOR_PW"
+"#;
+
+    #[test]
+    fn relative_paths_resolve_from_the_config_directory() {
+        let c = load_file(
+            FILE_SECRETS,
+            &[("secrets/runtime", "from-file\n")],
+            &[("MIGRATOR_PW", "m")],
+        )
+        .expect("a relative password_file next to the config loads");
+        let s = &c.services[DEFAULT_SERVICE];
+        assert_eq!(
+            s.runtime.password.as_ref().map(Secret::expose),
+            Some("from-file")
+        );
+    }
+
+    #[test]
+    fn a_higher_layer_secret_replaces_the_lower_source() {
+        // The file says password_file / password_env; the environment's
+        // PG_*_PASSWORD replaces them (no "set only one" error).
+        let c = load_file(
+            FILE_SECRETS,
+            &[],
+            &[
+                ("PG_RUNTIME_PASSWORD", "from-env"),
+                ("PG_MIGRATION_PASSWORD", "mig-env"),
+            ],
+        )
+        .expect("env replaces the file's secret source");
+        let s = &c.services[DEFAULT_SERVICE];
+        assert_eq!(
+            s.runtime.password.as_ref().map(Secret::expose),
+            Some("from-env")
+        );
+        let m = s.migration.as_ref().expect("migration");
+        assert_eq!(m.password.as_ref().map(Secret::expose), Some("mig-env"));
+        // ROLEGATE__ is higher still.
+        let c = load_file(
+            FILE_SECRETS,
+            &[("other", "from-rolegate-file")],
+            &[
+                ("PG_RUNTIME_PASSWORD", "from-env"),
+                ("MIGRATOR_PW", "m"),
+                ("ROLEGATE__UPSTREAM__RUNTIME__PASSWORD_FILE", "other"),
+            ],
+        )
+        .expect("ROLEGATE__ replaces PG_*");
+        let s = &c.services[DEFAULT_SERVICE];
+        assert_eq!(
+            s.runtime.password.as_ref().map(Secret::expose),
+            Some("from-rolegate-file")
+        );
+        // Two sources within one layer stay an error naming both.
+        let e = load_file(
+            "[upstream]\ndatabase = \"app\"\n[upstream.runtime]\nuser = \"u\"\npassword = \"a\"\npassword_file = \"b\"\n",
+            &[],
+            &[],
+        )
+        .expect_err("two sources in the file");
+        let text = e.to_string();
+        assert!(text.contains("upstream.runtime.password"), "{text}");
+        assert!(text.contains("password_file"), "{text}");
+    }
+
+    #[test]
+    fn client_secret_errors_name_the_key() {
+        let text = format!(
+            "{FILE_SECRETS}\n[[clients]]\nname = \"a\"\npassword_env = \"A\"\n[[clients]]\nname = \"b\"\npassword_file = \"missing\"\n"
+        );
+        let e = load_file(
+            &text,
+            &[("secrets/runtime", "x")],
+            &[("MIGRATOR_PW", "m"), ("A", "a")],
+        )
+        .expect_err("missing client secret file");
+        let text = e.to_string();
+        assert!(text.contains("clients[1].password_file"), "{text}");
+        assert!(!text.contains("]_file"), "{text}");
     }
 
     #[test]

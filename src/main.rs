@@ -118,9 +118,12 @@ fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 private.display(),
                 public.display()
             );
+            // Relative paths in a config resolve from the config file's
+            // directory, so the snippet names the key by its absolute path.
+            let absolute = std::fs::canonicalize(&public).unwrap_or(public);
             println!(
                 "add to the config:\n[[migration.keys]]\npublic_key_file = \"{}\"",
-                public.display()
+                absolute.display()
             );
         }
         TokenCommand::Issue {

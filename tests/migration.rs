@@ -872,3 +872,86 @@ async fn jwks_es256_subject_glob_and_key_rotation() {
         .expect_err("wrong kid");
     assert_eq!(db_error(&e).1, "28P01");
 }
+
+/// `token keygen` writes RFC 8410 keys that standard tools read: OpenSSL
+/// parses the private key, and a token minted with PyJWT (as a CI job
+/// would, without rolegate's binary) logs in through the proxy.
+#[test]
+fn keys_from_keygen_work_with_openssl_and_pyjwt() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bin = env!("CARGO_BIN_EXE_rolegate");
+    let out = std::process::Command::new(bin)
+        .args(["token", "keygen", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = dir.path().join("migrator.key");
+    let openssl = std::process::Command::new("openssl")
+        .args(["pkey", "-noout", "-in"])
+        .arg(&key)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        openssl.status.success(),
+        "OpenSSL cannot read the private key: {}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let script = r#"
+import sys, time, uuid
+try:
+    import jwt
+except ImportError:
+    sys.exit("PyJWT is missing: python3 -m pip install -r tests/compat/requirements.txt")
+now = int(time.time())
+claims = {"sub": "pyjwt-ci", "iat": now, "nbf": now, "exp": now + 600, "jti": uuid.uuid4().hex}
+print(jwt.encode(claims, open(sys.argv[1]).read(), algorithm="EdDSA"))
+"#;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&key)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} ({e}): apt-get install python3"));
+    assert!(
+        out.status.success(),
+        "PyJWT could not mint a token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let jwt = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let h = harness();
+    let k = Keys {
+        private: String::new(),
+        public: dir.path().join("migrator.pub"),
+        other_private: String::new(),
+        _dir: tempfile::tempdir().expect("dir"),
+    };
+    let proxy = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "staging")));
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let c = connect_tls(&proxy.url("migrator", &jwt, "require"))
+            .await
+            .expect("a PyJWT token is admitted");
+        let who: String = c
+            .query_one("select current_user::text", &[])
+            .await
+            .expect("who")
+            .get(0);
+        assert_eq!(who, h.model.migrator);
+    });
+    // A replica never admits migrations: no token is minted for one.
+    let out = std::process::Command::new(bin)
+        .args(["token", "issue", "--key"])
+        .arg(&key)
+        .args(["--subject", "x", "--env", "replica"])
+        .output()
+        .expect("issue");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replica never admits migrations"), "{err}");
+}

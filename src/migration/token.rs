@@ -689,9 +689,16 @@ pub fn keygen(out_dir: &Path) -> Result<(PathBuf, PathBuf), TokenError> {
         .map_err(|_| TokenError::Key("could not generate an Ed25519 key".into()))?;
     let signing = SigningKey::from_pkcs8_der(pkcs8.as_ref())
         .map_err(|e| TokenError::Key(format!("generated key does not re-encode: {e}")))?;
-    let private_pem = signing
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| TokenError::Key(format!("cannot encode the private key: {e}")))?;
+    // RFC 8410's form (PKCS#8 v1, the private key only): what OpenSSL 3.0,
+    // Python's cryptography and PyJWT read. (ed25519-dalek's own encoding is
+    // v2 with the public key attached, which they reject; reading accepts
+    // both.)
+    let private_pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: signing.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| TokenError::Key(format!("cannot encode the private key: {e}")))?;
     let public_pem = signing
         .verifying_key()
         .to_public_key_pem(LineEnding::LF)
@@ -724,7 +731,8 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 pub struct IssueOptions {
     pub subject: String,
     pub ttl: Duration,
-    /// `staging`, `prod` or `replica`; omitted from the token when `None`.
+    /// `staging` or `prod` (a replica admits no migrations); omitted from
+    /// the token when `None`.
     pub env: Option<String>,
     pub confirm: bool,
     pub service: Option<String>,
@@ -754,12 +762,18 @@ pub fn issue(key_pem: &str, opts: IssueOptions) -> Result<String, TokenError> {
     if opts.subject.is_empty() {
         return Err(TokenError::Options("--subject must not be empty".into()));
     }
-    if let Some(env) = opts.env.as_deref()
-        && !matches!(env, "staging" | "prod" | "replica")
-    {
-        return Err(TokenError::Options(format!(
-            "--env {env:?}: expected staging, prod or replica"
-        )));
+    match opts.env.as_deref() {
+        None | Some("staging" | "prod") => {}
+        Some("replica") => {
+            return Err(TokenError::Options(
+                "--env replica: a replica never admits migrations (it is read-only), so no token is minted for it; use --env staging or --env prod for the primary".into(),
+            ));
+        }
+        Some(env) => {
+            return Err(TokenError::Options(format!(
+                "--env {env:?}: expected staging or prod"
+            )));
+        }
     }
     if opts.service.as_deref() == Some("") {
         return Err(TokenError::Options("--service must not be empty".into()));
@@ -798,4 +812,33 @@ pub fn issue(key_pem: &str, opts: IssueOptions) -> Result<String, TokenError> {
     };
     jsonwebtoken::encode(&header, &claims, &key)
         .map_err(|e| TokenError::Key(format!("cannot sign the token: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys written by earlier versions (PKCS#8 v2, public key attached)
+    /// still sign; new ones are RFC 8410's v1 form.
+    #[test]
+    fn both_private_key_forms_are_read() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (private, _) = keygen(dir.path()).expect("keygen");
+        let v1 = fs::read_to_string(private).expect("key");
+        let signing = SigningKey::from_pkcs8_pem(&v1).expect("v1 reads");
+        let v2 = signing.to_pkcs8_pem(LineEnding::LF).expect("v2");
+        assert_ne!(v1.as_str(), v2.as_str());
+        for pem in [v1.as_str(), v2.as_str()] {
+            let opts = IssueOptions {
+                subject: "t".into(),
+                ttl: Duration::from_secs(60),
+                env: None,
+                confirm: false,
+                service: None,
+                kid: None,
+                now: Timestamp::now(),
+            };
+            assert!(issue(pem, opts).is_ok());
+        }
+    }
 }
