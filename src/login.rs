@@ -98,6 +98,7 @@ pub(crate) async fn login(
             }
             StartupPacket::Cancel { pid, secret } => {
                 proxy.cancels.cancel(pid, secret).await;
+                close(&mut client).await;
                 return None;
             }
             StartupPacket::Startup(s) => break s,
@@ -483,7 +484,19 @@ async fn fatal<S: AsyncWrite + Unpin>(
     let mut out = BytesMut::new();
     protocol::error_response(&mut out, "FATAL", code, message, hint);
     let _ = stream.write_all(&out).await;
-    let _ = stream.flush().await;
+    close(stream).await;
+}
+
+/// End a connection the way PostgreSQL does: flush, then (over TLS) a
+/// close_notify before the TCP FIN, so libpq reports the error or the
+/// cancel's success instead of "unexpected eof". Bounded: a peer that
+/// reads nothing cannot hold the task.
+async fn close<S: AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        let _ = stream.flush().await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Run the server side of SCRAM-SHA-256. `out` carries messages queued

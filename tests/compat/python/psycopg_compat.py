@@ -240,29 +240,37 @@ def _():
 SLEEP = "select pg_sleep(30) /* compat cancel target */"
 
 
-def cancel_when_running(cancel):
+def cancel_when_running(cancel, failures):
     """Cancel once the sleep is running on the server (a cancel that arrives
-    before the query starts is ignored by PostgreSQL, so no fixed delay)."""
-    with connect(autocommit=True) as watcher:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            n = watcher.execute(
-                "select count(*) from pg_stat_activity where state = 'active' and query = %s", (SLEEP,)
-            ).fetchone()[0]
-            if n:
-                cancel()
-                return
-            time.sleep(0.05)
+    before the query starts is ignored by PostgreSQL, so no fixed delay).
+    The cancel call itself must succeed: libpq reports a connection the
+    proxy drops without a TLS close_notify as an error."""
+    try:
+        with connect(autocommit=True) as watcher:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                n = watcher.execute(
+                    "select count(*) from pg_stat_activity where state = 'active' and query = %s", (SLEEP,)
+                ).fetchone()[0]
+                if n:
+                    cancel()
+                    return
+                time.sleep(0.05)
+    except Exception as exc:  # reported by the main thread
+        failures.append(exc)
 
 
 def cancelled_sleep(cancel):
-    watcher = threading.Thread(target=cancel_when_running, args=(cancel,))
+    failures = []
+    watcher = threading.Thread(target=cancel_when_running, args=(cancel, failures))
     watcher.start()
     try:
         # Without the cancel the sleep would end normally, with no error.
         expect_sqlstate(errors.QueryCanceled, "57014", lambda: conn.execute(SLEEP))
     finally:
         watcher.join()
+    if failures:
+        raise AssertionError("the cancel call failed: %r" % failures[0])
 
 
 @check("cancel: cancel_safe() (libpq 17+ cancel API, over TLS) stops pg_sleep(30) with 57014, connection usable")
