@@ -12,6 +12,11 @@
 -- `service` / `service_password` are optional: leave them out (or pass
 -- `-v service=`) to skip the service role.
 --
+-- `-v sequence_update=on` (optional, default off) also grants UPDATE on
+-- sequences to the runtime and service roles, so they may call `setval`
+-- (Django `loaddata`/`sqlsequencereset`, Rails fixtures). Off, they may use
+-- `nextval`/`currval` only; a re-run without it revokes UPDATE again.
+--
 -- The model:
 --   migrator  LOGIN, BYPASSRLS, not superuser; owns the database and schema
 --             public, so it runs DDL (migrations).
@@ -48,6 +53,11 @@ DO $$ BEGIN RAISE EXCEPTION '001_roles.sql: missing psql variable; pass -v runti
 \if :{?runtime_password}
 \else
 DO $$ BEGIN RAISE EXCEPTION '001_roles.sql: missing psql variable; pass -v runtime_password=SECRET'; END $$;
+\endif
+
+\if :{?sequence_update}
+\else
+\set sequence_update off
 \endif
 
 -- The service role is optional: skipped when `service` is unset or empty.
@@ -151,6 +161,15 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
   GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"runtime";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
   GRANT USAGE, SELECT ON SEQUENCES TO :"runtime";
+\if :sequence_update
+GRANT UPDATE ON ALL SEQUENCES IN SCHEMA public TO :"runtime";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
+  GRANT UPDATE ON SEQUENCES TO :"runtime";
+\else
+REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA public FROM :"runtime";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
+  REVOKE UPDATE ON SEQUENCES FROM :"runtime";
+\endif
 
 \if :rolegate_with_service
 REVOKE CREATE ON SCHEMA public FROM :"service";
@@ -162,6 +181,15 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
   GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"service";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
   GRANT USAGE, SELECT ON SEQUENCES TO :"service";
+\if :sequence_update
+GRANT UPDATE ON ALL SEQUENCES IN SCHEMA public TO :"service";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
+  GRANT UPDATE ON SEQUENCES TO :"service";
+\else
+REVOKE UPDATE ON ALL SEQUENCES IN SCHEMA public FROM :"service";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"migrator" IN SCHEMA public
+  REVOKE UPDATE ON SEQUENCES FROM :"service";
+\endif
 \endif
 
 COMMIT;

@@ -74,6 +74,9 @@ pub struct RoleModel {
     pub runtime_password: String,
     /// Optional worker role, `(name, password)`: DML and BYPASSRLS.
     pub service: Option<(String, String)>,
+    /// Also grant UPDATE on sequences (`setval`) to runtime and service
+    /// (`-v sequence_update=on`); off by default.
+    pub sequence_update: bool,
 }
 
 impl RoleModel {
@@ -86,6 +89,7 @@ impl RoleModel {
             runtime: "app_user".into(),
             runtime_password: random_password(),
             service: Some(("app_service".into(), random_password())),
+            sequence_update: false,
         }
     }
 }
@@ -415,6 +419,10 @@ impl Cluster {
             vars.push(("service", name));
             vars.push(("service_password", password));
         }
+        vars.push((
+            "sequence_update",
+            if model.sequence_update { "on" } else { "off" },
+        ));
         self.run_script(
             "001_roles.sql",
             ROLES_SQL,

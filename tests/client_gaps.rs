@@ -220,3 +220,49 @@ async fn bare_rolegate_serves_from_rolegate_config() {
     let _ = child.wait();
     assert_eq!(answer.expect("a session on the port the log named"), 1);
 }
+
+/// `setval` needs UPDATE on the sequence: off by default (the runtime role
+/// may only `nextval`), on with `-v sequence_update=on` when provisioning
+/// (`RoleModel::sequence_update`); a re-run without it revokes it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn sequence_update_is_a_provisioning_choice() {
+    let h = harness();
+    let proxy = h.start_proxy();
+    let client = connect_tls(&proxy.url("web", WEB_PASSWORD, "require"))
+        .await
+        .expect("connect");
+    let setval = "select setval('public.notes_id_seq', nextval('public.notes_id_seq'))";
+    let e = client
+        .simple_query(setval)
+        .await
+        .expect_err("setval without UPDATE on the sequence");
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    let message = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        !message.starts_with("rolegate:"),
+        "the server's grant decides, not rolegate: {message}"
+    );
+
+    let with = rolegate::cluster::RoleModel {
+        sequence_update: true,
+        ..h.model.clone()
+    };
+    h.with_cluster(|c| c.provision(&with))
+        .expect("provision with sequence_update");
+    let result = client.simple_query(setval).await;
+    h.with_cluster(|c| c.provision(&h.model))
+        .expect("provision without");
+    result.expect("setval with sequence_update = on");
+    let e = client
+        .simple_query(setval)
+        .await
+        .expect_err("revoked again by a re-run without it");
+    assert_eq!(sqlstate(&e).as_deref(), Some("42501"), "{e}");
+    client
+        .simple_query("select nextval('public.notes_id_seq')")
+        .await
+        .expect("nextval stays allowed");
+}
