@@ -105,3 +105,67 @@ fn the_mounted_config_passes_check_offline() {
         .expect("check");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The example config passes `check --offline` once the files and
+/// environment variables it documents exist — also with the `PG_*`
+/// contract's password exported on top (a higher layer's secret replaces
+/// the file's `password_file` / `password_env`).
+#[test]
+fn the_example_config_passes_check_offline_with_its_documented_inputs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/rolegate.example.toml")).expect("example");
+    let dir = tempfile::tempdir().expect("dir");
+    let etc = dir.path().join("etc");
+    let secrets = dir.path().join("secrets");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    write(&etc.join("tls/tls.crt"), cert.pem().as_bytes());
+    write(&etc.join("tls/tls.key"), key.serialize_pem().as_bytes());
+    write(&etc.join("upstream-ca.crt"), cert.pem().as_bytes());
+    write(&secrets.join("runtime-password"), b"rt\n");
+    write(&secrets.join("worker-password"), b"worker\n");
+    let keys = dir.path().join("keys");
+    let (_, public) = rolegate::migration::token::keygen(&keys).expect("keygen");
+    write(&etc.join("migrator.pub"), &std::fs::read(&public).expect("pub"));
+    let pem = std::fs::read_to_string(&public).expect("pub");
+    let raw = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+        .expect("ed25519 pub")
+        .to_bytes();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    write(
+        &etc.join("ci-jwks.json"),
+        format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"ci-1","x":"{x}"}}]}}"#)
+            .as_bytes(),
+    );
+    let config = dir.path().join("rolegate.toml");
+    std::fs::write(
+        &config,
+        text.replace("/etc/rolegate/", &format!("{}/", etc.display()))
+            .replace("/run/secrets/", &format!("{}/", secrets.display())),
+    )
+    .expect("config");
+    let documented = [
+        ("PG_MIGRATION_PASSWORD", "mg"),
+        ("BILLING_RUNTIME_PASSWORD", "brt"),
+        ("BILLING_MIGRATION_PASSWORD", "bmg"),
+    ];
+    for extra in [&[][..], &[("PG_RUNTIME_PASSWORD", "from-env")][..]] {
+        let out = Command::new(BIN)
+            .args(["check", "--offline", "--config"])
+            .arg(&config)
+            .env_remove("ROLEGATE_CONFIG")
+            .envs(documented.iter().chain(extra.iter()).copied())
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "with {extra:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
