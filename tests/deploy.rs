@@ -39,6 +39,28 @@ fn write(path: &Path, data: &[u8]) {
     std::fs::write(path, data).expect("write");
 }
 
+/// A self-signed certificate for localhost and its key, as PEM.
+fn localhost_cert() -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A JWKS holding the Ed25519 public key in `public` (SPKI PEM) as `kid`.
+fn jwks_for(public: &Path, kid: &str) -> String {
+    let pem = std::fs::read_to_string(public).expect("pub");
+    let raw = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
+        .expect("ed25519 pub")
+        .to_bytes();
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    format!(
+        r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"{kid}","x":"{x}"}}]}}"#
+    )
+}
+
 #[test]
 fn the_mounted_config_passes_check_offline() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
@@ -50,13 +72,9 @@ fn the_mounted_config_passes_check_offline() {
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    write(&etc.join("tls/tls.crt"), cert.pem().as_bytes());
-    write(&etc.join("tls/tls.key"), key.serialize_pem().as_bytes());
+    let (cert, key) = localhost_cert();
+    write(&etc.join("tls/tls.crt"), cert.as_bytes());
+    write(&etc.join("tls/tls.key"), key.as_bytes());
     write(&etc.join("upstream-ca/ca.crt"), ca_cert.pem().as_bytes());
     write(&etc.join("upstream/runtime-password"), b"rt-secret\n");
     write(&etc.join("upstream/migration-password"), b"mg-secret\n");
@@ -64,15 +82,10 @@ fn the_mounted_config_passes_check_offline() {
     std::fs::create_dir_all(etc.join("migrator-key")).expect("mkdir");
     let (_, public) =
         rolegate::migration::token::keygen(&etc.join("migrator-key")).expect("keygen");
-    let pem = std::fs::read_to_string(&public).expect("pub");
-    let raw = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
-        .expect("ed25519 pub")
-        .to_bytes();
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    let jwks = format!(
-        r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"sa-1","x":"{x}"}}]}}"#
+    write(
+        &etc.join("cluster-jwks/jwks.json"),
+        jwks_for(&public, "sa-1").as_bytes(),
     );
-    write(&etc.join("cluster-jwks/jwks.json"), jwks.as_bytes());
     let config = dir.path().join("rolegate.toml");
     std::fs::write(
         &config,
@@ -117,28 +130,21 @@ fn the_example_config_passes_check_offline_with_its_documented_inputs() {
     let dir = tempfile::tempdir().expect("dir");
     let etc = dir.path().join("etc");
     let secrets = dir.path().join("secrets");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("cert");
-    write(&etc.join("tls/tls.crt"), cert.pem().as_bytes());
-    write(&etc.join("tls/tls.key"), key.serialize_pem().as_bytes());
-    write(&etc.join("upstream-ca.crt"), cert.pem().as_bytes());
+    let (cert, key) = localhost_cert();
+    write(&etc.join("tls/tls.crt"), cert.as_bytes());
+    write(&etc.join("tls/tls.key"), key.as_bytes());
+    write(&etc.join("upstream-ca.crt"), cert.as_bytes());
     write(&secrets.join("runtime-password"), b"rt\n");
     write(&secrets.join("worker-password"), b"worker\n");
     let keys = dir.path().join("keys");
     let (_, public) = rolegate::migration::token::keygen(&keys).expect("keygen");
-    write(&etc.join("migrator.pub"), &std::fs::read(&public).expect("pub"));
-    let pem = std::fs::read_to_string(&public).expect("pub");
-    let raw = ed25519_dalek::VerifyingKey::from_public_key_pem(&pem)
-        .expect("ed25519 pub")
-        .to_bytes();
-    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    write(
+        &etc.join("migrator.pub"),
+        &std::fs::read(&public).expect("pub"),
+    );
     write(
         &etc.join("ci-jwks.json"),
-        format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"ci-1","x":"{x}"}}]}}"#)
-            .as_bytes(),
+        jwks_for(&public, "ci-1").as_bytes(),
     );
     let config = dir.path().join("rolegate.toml");
     std::fs::write(
@@ -168,4 +174,3 @@ fn the_example_config_passes_check_offline_with_its_documented_inputs() {
         );
     }
 }
-

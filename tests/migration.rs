@@ -574,11 +574,10 @@ async fn services_keep_their_migration_roles_apart() {
     assert_eq!(who, "billing_app_user");
 }
 
-#[test]
-fn token_cli_round_trip() {
+/// `rolegate token keygen --out DIR` through the binary, into a new dir.
+fn cli_keygen() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("dir");
-    let bin = env!("CARGO_BIN_EXE_rolegate");
-    let out = std::process::Command::new(bin)
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
         .args(["token", "keygen", "--out"])
         .arg(dir.path())
         .output()
@@ -588,6 +587,35 @@ fn token_cli_round_trip() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    dir
+}
+
+/// Log in with `jwt` through a proxy that trusts `dir/migrator.pub`, with
+/// a window open in `env`; the upstream user it got.
+fn admitted_as(dir: &std::path::Path, env: &str, jwt: &str) -> String {
+    let k = Keys {
+        private: String::new(),
+        public: dir.join("migrator.pub"),
+        other_private: String::new(),
+        _dir: tempfile::tempdir().expect("dir"),
+    };
+    let proxy = harness().start_proxy_with(|c| format!("{c}{}", open_now(&k, env)));
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let c = connect_tls(&proxy.url("migrator", jwt, "require"))
+            .await
+            .expect("the token is admitted");
+        c.query_one("select current_user::text", &[])
+            .await
+            .expect("who")
+            .get(0)
+    })
+}
+
+#[test]
+fn token_cli_round_trip() {
+    let dir = cli_keygen();
+    let bin = env!("CARGO_BIN_EXE_rolegate");
     let out = std::process::Command::new(bin)
         .args(["token", "issue", "--key"])
         .arg(dir.path().join("migrator.key"))
@@ -610,21 +638,10 @@ fn token_cli_round_trip() {
     let jwt = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(jwt.split('.').count(), 3);
     // Accepted by a proxy configured with the public key, in prod.
-    let h = harness();
-    let k = Keys {
-        private: String::new(),
-        public: dir.path().join("migrator.pub"),
-        other_private: String::new(),
-        _dir: tempfile::tempdir().expect("dir"),
-    };
-    let proxy = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "prod")));
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(async {
-        let c = connect_tls(&proxy.url("migrator", &jwt, "require"))
-            .await
-            .expect("cli token admitted");
-        c.simple_query("select 1").await.expect("query");
-    });
+    assert_eq!(
+        admitted_as(dir.path(), "prod", &jwt),
+        harness().model.migrator
+    );
     // Bad arguments are one line and exit 1.
     let out = std::process::Command::new(bin)
         .args(["token", "issue", "--key", "/nonexistent", "--subject", "x"])
@@ -878,18 +895,8 @@ async fn jwks_es256_subject_glob_and_key_rotation() {
 /// would, without rolegate's binary) logs in through the proxy.
 #[test]
 fn keys_from_keygen_work_with_openssl_and_pyjwt() {
-    let dir = tempfile::tempdir().expect("dir");
+    let dir = cli_keygen();
     let bin = env!("CARGO_BIN_EXE_rolegate");
-    let out = std::process::Command::new(bin)
-        .args(["token", "keygen", "--out"])
-        .arg(dir.path())
-        .output()
-        .expect("keygen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let key = dir.path().join("migrator.key");
     let openssl = std::process::Command::new("openssl")
         .args(["pkey", "-noout", "-in"])
@@ -924,26 +931,10 @@ print(jwt.encode(claims, open(sys.argv[1]).read(), algorithm="EdDSA"))
         String::from_utf8_lossy(&out.stderr)
     );
     let jwt = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let h = harness();
-    let k = Keys {
-        private: String::new(),
-        public: dir.path().join("migrator.pub"),
-        other_private: String::new(),
-        _dir: tempfile::tempdir().expect("dir"),
-    };
-    let proxy = h.start_proxy_with(|c| format!("{c}{}", open_now(&k, "staging")));
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(async {
-        let c = connect_tls(&proxy.url("migrator", &jwt, "require"))
-            .await
-            .expect("a PyJWT token is admitted");
-        let who: String = c
-            .query_one("select current_user::text", &[])
-            .await
-            .expect("who")
-            .get(0);
-        assert_eq!(who, h.model.migrator);
-    });
+    assert_eq!(
+        admitted_as(dir.path(), "staging", &jwt),
+        harness().model.migrator
+    );
     // A replica never admits migrations: no token is minted for one.
     let out = std::process::Command::new(bin)
         .args(["token", "issue", "--key"])
