@@ -1,7 +1,6 @@
 //! rolegate: a PostgreSQL wire-protocol proxy that enforces role separation.
 //!
-//! The modules follow one connection's path; see README.md's Architecture
-//! section for the tour.
+//! The modules follow one connection's path; ARCHITECTURE.md walks it.
 
 pub mod admin;
 pub mod audit;

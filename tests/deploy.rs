@@ -174,3 +174,49 @@ fn the_example_config_passes_check_offline_with_its_documented_inputs() {
         );
     }
 }
+
+/// README's "Getting started" config passes `check --offline` with what
+/// the README's steps create (the key from `token keygen --out
+/// config/keys`, the three exported secrets), and the README names that
+/// config and every environment variable it reads.
+#[test]
+fn the_getting_started_config_agrees_with_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("config/getting-started.toml")).expect("config");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    assert!(readme.contains("config/getting-started.toml"));
+    assert!(readme.contains("token keygen --out config/keys"));
+    let vars: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once("password_env = \"")?.1.split('"').next())
+        .collect();
+    assert_eq!(vars.len(), 3, "{vars:?}");
+    for var in &vars {
+        assert!(
+            readme.contains(&format!("{var}=")),
+            "README never sets {var}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config");
+    write(&config.join("getting-started.toml"), text.as_bytes());
+    rolegate::migration::token::keygen(&config.join("keys")).expect("keygen");
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--offline",
+            "--config",
+            "config/getting-started.toml",
+        ])
+        .current_dir(dir.path())
+        .env_remove("ROLEGATE_CONFIG")
+        .envs(vars.iter().map(|v| (*v, "secret")))
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
