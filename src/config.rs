@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::client_auth::ScramVerifier;
+use crate::policy::Switches;
 use crate::tls::{self, TlsError, UpstreamTlsMode};
 
 /// Where `serve` looks for its config when neither `--config` nor
@@ -437,13 +438,14 @@ pub enum Window {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PolicyMode {
+    #[default]
     Enforce,
     Report,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PolicyConfig {
     pub mode: PolicyMode,
     pub allow_temp_tables: bool,
@@ -709,6 +711,52 @@ fn pg_env_layer(env: &HashMap<String, String>) -> Result<config::Map<String, Str
         }
     }
     Ok(out)
+}
+
+/// `[policy]`, validated.
+fn policy_config(p: &RawPolicy) -> Result<PolicyConfig, ConfigError> {
+    Ok(PolicyConfig {
+        mode: match p.mode.as_str() {
+            "enforce" => PolicyMode::Enforce,
+            "report" => PolicyMode::Report,
+            other => {
+                return Err(invalid(format!(
+                    "policy.mode = {other:?}: expected \"enforce\" or \"report\""
+                )));
+            }
+        },
+        allow_temp_tables: p.allow_temp_tables,
+        allow_truncate: p.allow_truncate,
+        allow_maintenance: p.allow_maintenance,
+        allow_call: p.allow_call.clone(),
+    })
+}
+
+/// Only the `[policy]` table of a config file (for `rolegate explain`,
+/// which needs no secrets or upstream): the rest of the file is not read.
+pub fn load_policy(path: &Path) -> Result<PolicyConfig, ConfigError> {
+    #[derive(Deserialize)]
+    struct OnlyPolicy {
+        #[serde(default)]
+        policy: RawPolicy,
+    }
+    let only: OnlyPolicy = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| wrap_config_error(&Some(path.to_path_buf()), e))?;
+    policy_config(&only.policy)
+}
+
+impl From<&PolicyConfig> for Switches {
+    fn from(p: &PolicyConfig) -> Self {
+        Switches {
+            allow_temp_tables: p.allow_temp_tables,
+            allow_truncate: p.allow_truncate,
+            allow_maintenance: p.allow_maintenance,
+            allow_call: p.allow_call.clone(),
+        }
+    }
 }
 
 fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -1104,22 +1152,7 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
     }
 
     // [policy]
-    let p = &raw.policy;
-    let policy = PolicyConfig {
-        mode: match p.mode.as_str() {
-            "enforce" => PolicyMode::Enforce,
-            "report" => PolicyMode::Report,
-            other => {
-                return Err(invalid(format!(
-                    "policy.mode = {other:?}: expected \"enforce\" or \"report\""
-                )));
-            }
-        },
-        allow_temp_tables: p.allow_temp_tables,
-        allow_truncate: p.allow_truncate,
-        allow_maintenance: p.allow_maintenance,
-        allow_call: p.allow_call.clone(),
-    };
+    let policy = policy_config(&raw.policy)?;
 
     let pool = PoolConfig {
         enabled: raw.pool.enabled && raw.pool.max_idle > 0,

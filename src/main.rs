@@ -65,6 +65,17 @@ enum Command {
         #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
         url: String,
     },
+    /// Show the runtime policy's decision for SQL: exit 0 if allowed, 1 if refused.
+    Explain {
+        /// Read `[policy]` switches from this config (only that table is read).
+        #[arg(long, env = "ROLEGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The SQL text, or `-` to read it from stdin.
+        sql: String,
+    },
     /// Validate the config and audit the upstream privilege model; exit 1 on any FAIL.
     Check {
         #[arg(long, env = "ROLEGATE_CONFIG")]
@@ -191,6 +202,11 @@ fn main() -> ExitCode {
                 .await
                 .map_err(anyhow::Error::msg)
         }),
+        Command::Explain { config, json, sql } => match explain(config, json, &sql) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Check { config, offline } => {
             init_logging(LogFormat::Text, "warn");
             match check(config, offline) {
@@ -342,6 +358,66 @@ fn run_async_value<T, F: std::future::Future<Output = T>>(f: F) -> anyhow::Resul
         .build()
         .context("cannot start the async runtime")?
         .block_on(f))
+}
+
+/// `rolegate explain`: the whole text's verdict (what the proxy does) and
+/// each statement's. True when the text is allowed.
+fn explain(config: Option<PathBuf>, json: bool, sql: &str) -> anyhow::Result<bool> {
+    use std::io::Read;
+    let text = if sql == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read the SQL from stdin")?;
+        buf
+    } else {
+        sql.as_bytes().to_vec()
+    };
+    let policy = match config {
+        Some(path) => rolegate::config::load_policy(&path).context("config error")?,
+        None => rolegate::config::PolicyConfig::default(),
+    };
+    let switches = rolegate::policy::Switches::from(&policy);
+    let (whole, each) = rolegate::policy::explain(&text, &switches);
+    let verdict = |v: &rolegate::policy::Verdict| {
+        serde_json::json!({
+            "verdict": if v.allowed { "allowed" } else { "refused" },
+            "class": v.class.as_str(),
+            "reason": v.reason,
+            "path": v.path.as_str(),
+        })
+    };
+    if json {
+        let statements: Vec<_> = each
+            .iter()
+            .map(|e| {
+                let mut v = verdict(&e.verdict);
+                v["fingerprint"] = e.fingerprint.clone().into();
+                v
+            })
+            .collect();
+        let mut out = verdict(&whole);
+        out["statements"] = statements.into();
+        println!("{out}");
+    } else {
+        for (i, e) in each.iter().enumerate() {
+            let v = &e.verdict;
+            let word = if v.allowed { "allowed" } else { "refused" };
+            println!(
+                "{:>3}  {word:<8} {:<18} {:<6} {}",
+                i + 1,
+                v.class.as_str(),
+                v.path.as_str(),
+                e.fingerprint
+            );
+            if !v.allowed {
+                println!("     {}", v.reason);
+            }
+        }
+        let word = if whole.allowed { "ALLOWED" } else { "REFUSED" };
+        println!("{word}: {}", whole.reason);
+    }
+    Ok(whole.allowed)
 }
 
 fn scram_hash() -> anyhow::Result<()> {

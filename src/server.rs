@@ -53,12 +53,7 @@ impl Runtime {
                 )
             })
             .collect();
-        let switches = Arc::new(Switches {
-            allow_temp_tables: config.policy.allow_temp_tables,
-            allow_truncate: config.policy.allow_truncate,
-            allow_maintenance: config.policy.allow_maintenance,
-            allow_call: config.policy.allow_call.clone(),
-        });
+        let switches = Arc::new(Switches::from(&config.policy));
         Runtime {
             config: Arc::new(config),
             endpoints,

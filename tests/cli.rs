@@ -306,3 +306,55 @@ fn demo_prints_a_working_url_and_cleans_up_on_ctrl_c() {
     let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
     assert!(rest.contains("stopped"), "{rest}");
 }
+
+/// `rolegate explain`: the proxy's decision per statement and for the whole
+/// text, the config's switches applied, exit 0 / 1 / 2.
+#[test]
+fn explain_shows_the_decision_and_exits_by_it() {
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(BIN)
+            .arg("explain")
+            .args(args)
+            .env_remove("ROLEGATE_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("explain");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("output");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&["select 1 from t where id = 42"], "");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ALLOWED"), "{out}");
+    assert!(!out.contains("42"), "literals never shown: {out}");
+
+    let (code, out) = run(&["--json", "select 1; truncate t"], "");
+    assert_eq!(code, Some(1), "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["verdict"], "refused");
+    assert_eq!(v["class"], "truncate");
+    assert_eq!(v["statements"][0]["verdict"], "allowed");
+    assert_eq!(v["statements"][1]["fingerprint"], "truncate t");
+
+    // The config's [policy] switches apply; nothing else in it is needed.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("policy.toml");
+    std::fs::write(&config, "[policy]\nallow_truncate = true\n").expect("config");
+    let path = config.display().to_string();
+    let (code, out) = run(&["--config", &path, "-"], "truncate t");
+    assert_eq!(code, Some(0), "{out}");
+
+    let (code, _) = run(&[], "");
+    assert_eq!(code, Some(2), "no SQL is a usage error");
+}

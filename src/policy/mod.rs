@@ -227,6 +227,39 @@ pub fn fingerprint(sql: &[u8]) -> String {
     }
 }
 
+/// One statement of a text as `rolegate explain` shows it: its literal-free
+/// fingerprint and its verdict read on its own.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub fingerprint: String,
+    pub verdict: Verdict,
+}
+
+/// The proxy's decision for a whole text (what a runtime session's `Query`
+/// gets) and, when the text splits into statements, each statement's own
+/// reading. The same code path as the proxy, without the cache.
+pub fn explain(sql: &[u8], switches: &Switches) -> (Verdict, Vec<Explained>) {
+    let whole = classify(sql, switches);
+    let mut each = Vec::new();
+    if let Ok(src) = std::str::from_utf8(sql) {
+        let mut from = 0;
+        while from < src.len() {
+            let Ok(end) = lex::statement_end(src, from) else {
+                break;
+            };
+            let text = &src[from..end];
+            from = end + 1;
+            if !text.trim().is_empty() {
+                each.push(Explained {
+                    fingerprint: fingerprint(text.as_bytes()),
+                    verdict: classify(text.as_bytes(), switches),
+                });
+            }
+        }
+    }
+    (whole, each)
+}
+
 /// A switch a switchable statement needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Need {
