@@ -95,11 +95,13 @@ pub const DENIED_FUNCTIONS: &[&str] = &[
     "table_to_xmlschema",
     "schema_to_xml*",
     "database_to_xml*",
-    "ts_stat",     // ts_stat(sqlquery text, …)
-    "ts_rewrite",  // ts_rewrite(query, select text) runs the select
-    "crosstab*",   // tablefunc: crosstab(source_sql text, …)
-    "connectby",   // tablefunc: builds and runs SQL from its arguments
-    "xpath_table", // xml2: builds and runs SQL from its arguments
+    "ts_stat",         // ts_stat(sqlquery text, …)
+    "ts_rewrite",      // ts_rewrite(query, select text) runs the select
+    "crosstab*",       // tablefunc: crosstab(source_sql text, …)
+    "connectby",       // tablefunc: builds and runs SQL from its arguments
+    "xpath_table",     // xml2: builds and runs SQL from its arguments
+    "xslt_process",    // xml2: fetches stylesheets and documents by URL or file
+    "pg_background_*", // pg_background: runs SQL text in a background worker
     // Connections to other servers (dblink runs arbitrary SQL elsewhere,
     // possibly as another role, and can loop back to this server).
     "dblink",
@@ -227,9 +229,11 @@ pub(crate) fn why(entry: &str) -> &'static str {
                 "crosstab*",
                 "connectby",
                 "xpath_table",
+                "pg_background_*",
             ],
             "it executes SQL text the proxy cannot check",
         ),
+        (&["xslt_process"], "it reads documents from files or URLs"),
         (
             &[
                 "dblink",

@@ -35,6 +35,14 @@ pub fn check_startup(params: &[(String, String)]) -> Result<(), String> {
     Ok(())
 }
 
+/// Settings that load shared libraries when a session starts.
+const LOADS_LIBRARIES: &[&str] = &[
+    "local_preload_libraries",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "jit_provider",
+];
+
 /// Check one setting given at startup.
 fn check_setting(name: &str, value: &str, how: &str) -> Result<(), String> {
     let name = name.replace('-', "_");
@@ -51,6 +59,15 @@ fn check_setting(name: &str, value: &str, how: &str) -> Result<(), String> {
         if name.eq_ignore_ascii_case("replication") {
             return Err(format!(
                 "{how} replication is not allowed for a runtime identity"
+            ));
+        }
+        // Set at startup, these load shared libraries into the backend
+        // before the first statement (`local_preload_libraries` is settable
+        // by any role); a runtime session has no business loading code.
+        if LOADS_LIBRARIES.iter().any(|l| name.eq_ignore_ascii_case(l)) {
+            return Err(format!(
+                "{how} {} (it loads libraries) is not allowed for a runtime identity",
+                name.to_ascii_lowercase()
             ));
         }
         return Ok(());
@@ -172,6 +189,9 @@ mod tests {
         );
         assert!(check_startup(&p(&[("client_encoding", "UTF8")])).is_ok());
         assert!(check_startup(&p(&[("client_encoding", "unicode")])).is_ok());
+        assert!(check_startup(&p(&[("local_preload_libraries", "auto_explain")])).is_err());
+        assert!(check_startup(&p(&[("options", "-c local-preload-libraries=x")])).is_err());
+        assert!(check_startup(&p(&[("options", "--session_preload_libraries=x")])).is_err());
         assert!(check_startup(&p(&[("standard_conforming_strings", "on")])).is_ok());
         assert!(check_startup(&p(&[("replication", "false")])).is_ok());
         assert!(
