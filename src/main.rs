@@ -10,23 +10,22 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use rolegate::config::{Config, Sources};
 
+/// The version `--version` prints: the crate version and the git commit.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ROLEGATE_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "rolegate",
-    version,
+    version = VERSION,
     about = "PostgreSQL proxy that enforces role separation on the wire"
 )]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// Log format on stdout: one JSON object a line, or text for humans.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "json",
-        env = "ROLEGATE_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
     /// Without a subcommand, rolegate runs `serve` with these arguments.
@@ -39,6 +38,9 @@ struct ServeArgs {
     /// Config file (default: config/rolegate.toml if it exists).
     #[arg(long, env = "ROLEGATE_CONFIG")]
     config: Option<PathBuf>,
+    /// Logs: one JSON object a line on stdout, or text for humans on stderr.
+    #[arg(long, value_enum, default_value = "json", env = "ROLEGATE_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -62,6 +64,7 @@ enum Command {
     },
     /// GET an admin URL and exit 0 when it answers 200 (for container HEALTHCHECKs).
     Healthcheck {
+        /// The admin URL to GET.
         #[arg(long, default_value = "http://127.0.0.1:9187/healthz")]
         url: String,
     },
@@ -78,6 +81,7 @@ enum Command {
     },
     /// Validate the config and audit the upstream privilege model; exit 1 on any FAIL.
     Check {
+        /// Config file (default: config/rolegate.toml if it exists).
         #[arg(long, env = "ROLEGATE_CONFIG")]
         config: Option<PathBuf>,
         /// Only validate the config and secrets; do not connect upstream.
@@ -90,6 +94,7 @@ enum Command {
 enum TokenCommand {
     /// Write an Ed25519 key pair (migrator.key, migrator.pub) into DIR.
     Keygen {
+        /// The directory to write into (created if missing; existing keys are never overwritten).
         #[arg(long)]
         out: PathBuf,
     },
@@ -187,7 +192,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
         Command::Serve(args) => {
-            init_logging(cli.log_format, "info");
+            init_logging(args.log_format, "info");
             serve(args.config)
         }
         Command::Demo => {
@@ -342,6 +347,11 @@ fn check(config_path: Option<PathBuf>, offline: bool) -> anyhow::Result<bool> {
         config.clients.len(),
         config.services.len()
     );
+    if config.clients.is_empty() {
+        println!(
+            "WARN no [[clients]] are configured: every runtime login will be refused; add one with a password_scram from `rolegate scram-hash`"
+        );
+    }
     if offline {
         return Ok(true);
     }
@@ -422,14 +432,17 @@ fn explain(config: Option<PathBuf>, json: bool, sql: &str) -> anyhow::Result<boo
 
 fn scram_hash() -> anyhow::Result<()> {
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprintln!("Password (input is echoed; end with Enter):");
-    }
     let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the password from stdin")?;
+    if stdin.is_terminal() {
+        // Typed by a person: not echoed.
+        line = rpassword::prompt_password("Password: ")
+            .context("cannot read the password from the terminal")?;
+    } else {
+        stdin
+            .lock()
+            .read_line(&mut line)
+            .context("cannot read the password from stdin")?;
+    }
     let password = line.trim_end_matches(['\n', '\r']);
     if password.is_empty() {
         anyhow::bail!(

@@ -358,3 +358,45 @@ fn explain_shows_the_decision_and_exits_by_it() {
     let (code, _) = run(&[], "");
     assert_eq!(code, Some(2), "no SQL is a usage error");
 }
+
+/// `--version` names the commit; `--log-format` belongs to `serve` and says
+/// where text goes; `check` warns when no runtime client is configured.
+#[test]
+fn version_log_format_and_check_warnings() {
+    let out = Command::new(BIN)
+        .arg("--version")
+        .output()
+        .expect("version");
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.contains("(commit "), "{version}");
+
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--log-format") && help.contains("stderr"),
+        "{help}"
+    );
+    let out = Command::new(BIN)
+        .args(["token", "keygen", "--help"])
+        .output()
+        .expect("help");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("--log-format"));
+
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.toml");
+    let no_clients = valid();
+    let no_clients = &no_clients[..no_clients.find("[[clients]]").expect("clients")];
+    std::fs::write(&path, no_clients).expect("config");
+    let out = Command::new(BIN)
+        .args(["check", "--offline", "--config"])
+        .arg(&path)
+        .env_remove("ROLEGATE_CONFIG")
+        .output()
+        .expect("check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("WARN no [[clients]]"), "{text}");
+}

@@ -1,0 +1,22 @@
+//! Embeds the git commit the binary is built from (`rolegate --version`,
+//! `rolegate_build_info`). Outside a git checkout (an image build without
+//! `.git`, a crate tarball) it is "unknown".
+
+use std::process::Command;
+
+fn main() {
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("cargo:rustc-env=ROLEGATE_GIT_COMMIT={commit}");
+    // A new commit changes the ref HEAD points to.
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    println!("cargo:rerun-if-env-changed=ROLEGATE_GIT_COMMIT");
+}
