@@ -17,6 +17,7 @@ pub mod policy;
 pub mod pool;
 pub mod protocol;
 pub mod reload;
+pub mod report;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -79,6 +79,15 @@ enum Command {
         /// The SQL text, or `-` to read it from stdin.
         sql: String,
     },
+    /// Summarise the refusals in JSON log files: what enforcing would break.
+    Report {
+        /// One JSON object with every group instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// rolegate's JSON log files (`-` for stdin).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+    },
     /// Validate the config and audit the upstream privilege model; exit 1 on any FAIL.
     Check {
         /// Config file (default: config/rolegate.toml if it exists).
@@ -212,6 +221,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
+        Command::Report { json, logs } => report(json, &logs),
         Command::Check { config, offline } => {
             init_logging(LogFormat::Text, "warn");
             match check(config, offline) {
@@ -428,6 +438,59 @@ fn explain(config: Option<PathBuf>, json: bool, sql: &str) -> anyhow::Result<boo
         println!("{word}: {}", whole.reason);
     }
     Ok(whole.allowed)
+}
+
+/// `rolegate report`: group the `statement_refused` events of the logs.
+fn report(json: bool, logs: &[PathBuf]) -> anyhow::Result<()> {
+    let mut report = rolegate::report::Report::default();
+    for path in logs {
+        if path.as_os_str() == "-" {
+            report.read(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            report.read(std::io::BufReader::new(file))
+        }
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let rows = report.rows();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "events": report.events, "groups": rows })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:>7}  {:<18} {:<30} {:<25} {:<25} statement",
+        "count", "class", "identities", "first seen", "last seen"
+    );
+    for r in &rows {
+        let identities: Vec<&str> = r.identities.iter().map(String::as_str).collect();
+        println!(
+            "{:>7}  {:<18} {:<30} {:<25} {:<25} {}",
+            r.count,
+            r.class,
+            identities.join(","),
+            r.first_seen,
+            r.last_seen,
+            r.fingerprint
+        );
+        println!("{:>7}  {}", "", r.reason);
+    }
+    let classes: Vec<String> = report
+        .by_class()
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
+    println!(
+        "{} refusal(s) in {} group(s){}{}",
+        report.events,
+        rows.len(),
+        if classes.is_empty() { "" } else { ": " },
+        classes.join(", ")
+    );
+    Ok(())
 }
 
 fn scram_hash() -> anyhow::Result<()> {

@@ -543,3 +543,75 @@ async fn idle_sessions_end_at_the_idle_timeout_but_running_queries_do_not() {
         assert!(idle.is_closed(), "{e}");
     }
 }
+
+/// `rolegate report` over a report-mode proxy's own log: each refused shape
+/// once, with its count, class, identities and first/last seen, as a table
+/// and as JSON; literals never appear.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_summarises_what_enforcing_would_refuse() {
+    let h = harness();
+    let proxy = h.start_proxy_with(|c| format!("{c}\n[policy]\nmode = \"report\"\n"));
+    let web = connect_tls(&proxy.url("web", WEB_PASSWORD, "require"))
+        .await
+        .expect("web");
+    let worker = connect_tls(&proxy.url("worker", WORKER_PASSWORD, "require"))
+        .await
+        .expect("worker");
+    for (client, id) in [(&web, 1), (&web, 2), (&worker, 3)] {
+        // Reported, forwarded, and failing at the server (no CREATE).
+        let _ = client
+            .simple_query(&format!("select 'secret-{id}' into report_t"))
+            .await;
+    }
+    let _ = web.simple_query("set row_security = off").await;
+    web.simple_query("select 1").await.expect("allowed");
+    // The log is written asynchronously; wait for the last event.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while proxy
+        .logs()
+        .matches("\"event\":\"statement_refused\"")
+        .count()
+        < 4
+    {
+        assert!(
+            Instant::now() < deadline,
+            "refusals not logged:\n{}",
+            proxy.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bin = env!("CARGO_BIN_EXE_rolegate");
+    let out = Command::new(bin)
+        .arg("report")
+        .arg(&proxy.log)
+        .output()
+        .expect("report");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(!table.contains("secret-"), "a literal leaked:\n{table}");
+    assert!(table.contains("select ? into report_t"), "{table}");
+    let out = Command::new(bin)
+        .args(["report", "--json"])
+        .arg(&proxy.log)
+        .output()
+        .expect("report --json");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report --json is JSON");
+    assert_eq!(v["events"], 4, "{v}");
+    let groups = v["groups"].as_array().expect("groups");
+    // Three texts differing only in a literal: one group.
+    let into = groups
+        .iter()
+        .find(|g| g["class"] == "ddl")
+        .unwrap_or_else(|| panic!("no ddl group: {v}"));
+    assert_eq!(into["count"], 3, "{v}");
+    assert_eq!(into["fingerprint"], "select ? into report_t");
+    assert_eq!(into["identities"], serde_json::json!(["web", "worker"]));
+    assert!(into["first_seen"].as_str() <= into["last_seen"].as_str());
+    assert_eq!(into["reported"], 3, "report mode: reported, not refused");
+    let rls = groups
+        .iter()
+        .find(|g| g["class"] == "rls_toggle")
+        .unwrap_or_else(|| panic!("no rls_toggle group: {v}"));
+    assert_eq!(rls["count"], 1);
+    assert_eq!(rls["identities"], serde_json::json!(["web"]));
+}
