@@ -1,15 +1,106 @@
 //! `rolegate demo`: a throwaway PostgreSQL provisioned from `migrations/`,
-//! a proxy in front of it, and a short guide for trying it. Ctrl-C stops
-//! the proxy and removes the cluster.
+//! a proxy in front of it, and a short guide for trying it: pasteable
+//! `export` lines, the admin URLs, the config and key paths, and every
+//! refusal and migration statement as one line on the terminal (the JSON
+//! log goes to a file). Ctrl-C, SIGTERM or SIGHUP stop the proxy and remove
+//! the cluster and the demo directory.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
+use tracing_subscriber::prelude::*;
 
 use crate::client_auth;
 use crate::cluster::{Cluster, ClusterOptions, RoleModel};
 use crate::config::{Config, Sources};
 use crate::server::Proxy;
 
+/// Write a file only its owner can read (it holds secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// JSON log lines into `log`; refusals and migration statements also as
+/// one readable line each on stdout.
+fn init_logging(log: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(log)
+        .with_context(|| format!("cannot create {}", log.display()))?;
+    let json = tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_filter(tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(json)
+        .with(AuditLines)
+        .try_init()
+        .context("cannot set up logging")
+}
+
+/// Prints `statement_refused` and `migration_statement` events as lines.
+struct AuditLines;
+
+#[derive(Default)]
+struct Fields(HashMap<&'static str, String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name(), value.to_owned());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name(), format!("{value:?}"));
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLines {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut f = Fields::default();
+        event.record(&mut f);
+        let get = |k: &str| f.0.get(k).map(String::as_str).unwrap_or("");
+        let line = match get("event") {
+            "statement_refused" => format!(
+                "refused    {:<10} {:<18} {}  ({})",
+                get("identity"),
+                get("class"),
+                get("fingerprint"),
+                get("reason")
+            ),
+            "migration_statement" => format!(
+                "migration  {:<10} {}",
+                get("subject"),
+                get("statement").replace('\n', " ")
+            ),
+            _ => return,
+        };
+        println!("{line}");
+    }
+}
+
 pub async fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("cannot create a temp dir for the demo")?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // It holds the config (passwords) and the signing key.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .context("cannot restrict the demo directory")?;
+    }
+    let log_path = dir.path().join("rolegate.log");
+    init_logging(&log_path)?;
     let model = RoleModel::example();
     let (cluster, model) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<(Cluster, RoleModel)> {
@@ -20,7 +111,6 @@ pub async fn run() -> anyhow::Result<()> {
         .await
         .context("cluster setup task failed")??;
 
-    let dir = tempfile::tempdir().context("cannot create a temp dir for the demo config")?;
     let client_password = crate::cluster::random_password();
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:6432").await {
         Ok(l) => l,
@@ -73,13 +163,24 @@ end = "{window_end}"
         migrator_pw = model.migrator_password,
         verifier = client_auth::hash_password(&client_password),
     );
-    std::fs::write(&config_path, toml).context("cannot write the demo config")?;
+    write_private(&config_path, toml.as_bytes()).context("cannot write the demo config")?;
     let config = Config::load(&Sources {
-        file: Some(config_path),
+        file: Some(config_path.clone()),
         env: Default::default(),
     })
     .context("demo config")?;
     let proxy = Proxy::new(config);
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen for the admin endpoints")?;
+    let admin_addr = admin.local_addr().context("admin address")?;
+    let metrics = crate::admin::install_recorder()?;
+    let readiness = Arc::new(crate::admin::Readiness::new(proxy.clone()));
+    tokio::spawn(async move {
+        if let Err(e) = crate::admin::serve(admin, metrics, readiness).await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
 
     let token = crate::migration::token::issue(
         &std::fs::read_to_string(&private_key).context("cannot read the demo signing key")?,
@@ -105,34 +206,63 @@ end = "{window_end}"
         addr.port(),
         model.database
     );
-    println!("rolegate demo is running.\n");
-    println!("  DATABASE_URL={url}\n");
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "rolegate".into());
+    println!("rolegate demo is running. Paste these into another shell:\n");
+    println!("  export DATABASE_URL='{url}'");
+    println!("  export MIGRATION_URL='{migrator_url}'\n");
     println!(
         "The application logs in as \"web\"; upstream it is the runtime role \"{}\".",
         model.runtime
     );
     println!("Try:");
-    println!("  psql \"{url}\" -c 'select current_user'");
+    println!("  psql \"$DATABASE_URL\" -c 'select current_user'");
     println!(
-        "  psql \"{url}\" -c \"set app.tenant = 'acme'; select * from notes\"   # row-level security: only acme's rows"
+        "  psql \"$DATABASE_URL\" -c \"set app.tenant = 'acme'; select * from notes\"   # row-level security: only acme's rows"
+    );
+    println!(
+        "  psql \"$DATABASE_URL\" -c 'drop table notes'           # refused: DDL on the runtime URL"
     );
     println!(
         "\nMigrations log in as \"migrator\" with a signed token (valid 1 hour; the demo's window is open for 24 hours):"
     );
-    println!("  MIGRATION_URL={migrator_url}");
     println!(
         "  psql \"$MIGRATION_URL\" -c 'create table t (x int)'   # DDL is allowed here, and audited"
     );
+    println!("A fresh token:");
     println!(
-        "  psql \"$DATABASE_URL\" -c 'drop table notes'           # ...and refused on the runtime URL"
+        "  {exe} token issue --key {} --subject you --ttl 1h --env staging",
+        private_key.display()
     );
-    println!("\nPress Ctrl-C to stop and remove everything.");
+    println!("\nAdmin endpoints:");
+    for path in ["metrics", "healthz", "readyz"] {
+        println!("  http://{admin_addr}/{path}");
+    }
+    println!("\nFiles (removed on exit):");
+    println!("  config    {}", config_path.display());
+    println!(
+        "  keys      {} (secret), {}",
+        private_key.display(),
+        public_key.display()
+    );
+    println!("  JSON log  {}", log_path.display());
+    println!(
+        "\nRefusals and migration statements appear below. Press Ctrl-C to stop and remove everything."
+    );
+    let _ = std::io::stdout().flush();
 
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     tokio::select! {
         r = proxy.serve(listener) => r.context("proxy listener failed")?,
         _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
     drop(cluster);
-    println!("rolegate demo stopped; the cluster is removed.");
+    drop(dir);
+    println!("rolegate demo stopped; the cluster and the demo directory are removed.");
     Ok(())
 }

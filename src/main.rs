@@ -204,11 +204,8 @@ fn main() -> ExitCode {
             init_logging(args.log_format, "info");
             serve(args.config)
         }
-        Command::Demo => {
-            // The demo talks to a person: text logs, warnings only, on stderr.
-            init_logging(LogFormat::Text, "warn");
-            run_async(rolegate::demo::run())
-        }
+        // The demo sets up its own logging (a JSON file and terminal lines).
+        Command::Demo => run_async(rolegate::demo::run()),
         Command::ScramHash => scram_hash(),
         Command::Token { command } => token(command),
         Command::Healthcheck { url } => run_async(async move {

@@ -252,7 +252,7 @@ fn scram_hash_output_logs_in() {
 }
 
 #[test]
-fn demo_prints_a_working_url_and_cleans_up_on_ctrl_c() {
+fn demo_prints_a_working_url_and_cleans_up_on_sigterm() {
     let mut child = Command::new(BIN)
         .arg("demo")
         .stdout(Stdio::piped())
@@ -261,7 +261,6 @@ fn demo_prints_a_working_url_and_cleans_up_on_ctrl_c() {
         .expect("spawn demo");
     let stdout = child.stdout.take().expect("stdout");
     let mut reader = BufReader::new(stdout);
-    let mut url = None;
     let mut seen = String::new();
     let deadline = Instant::now() + Duration::from_secs(90);
     while Instant::now() < deadline {
@@ -270,14 +269,48 @@ fn demo_prints_a_working_url_and_cleans_up_on_ctrl_c() {
             break;
         }
         seen.push_str(&line);
-        if let Some(u) = line.trim().strip_prefix("DATABASE_URL=") {
-            url = Some(u.to_string());
-        }
         if line.contains("Ctrl-C") {
             break;
         }
     }
-    let url = url.unwrap_or_else(|| panic!("demo printed no DATABASE_URL:\n{seen}"));
+    // `export NAME='value'` lines, pasteable into a shell.
+    let exported = |name: &str| -> String {
+        let prefix = format!("export {name}='");
+        seen.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str())?.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("demo printed no {prefix}…':\n{seen}"))
+            .to_string()
+    };
+    let url = exported("DATABASE_URL");
+    let migration_url = exported("MIGRATION_URL");
+    let file = |label: &str| -> std::path::PathBuf {
+        seen.lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("").into())
+            .unwrap_or_else(|| panic!("no {label} line:\n{seen}"))
+    };
+    let config = file("config ");
+    let log = file("JSON log ");
+    let dir = config.parent().expect("demo dir").to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "the demo directory");
+    assert_eq!(mode(&config), 0o600, "the config holds passwords");
+    assert_eq!(mode(&dir.join("migrator.key")), 0o600, "the signing key");
+    let admin = seen
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("http://127.0.0.1:")?
+                .strip_suffix("/healthz")
+        })
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or_else(|| panic!("no admin /healthz URL:\n{seen}"));
+    assert_eq!(http_get(admin, "/healthz").0, 200);
+    assert_eq!(http_get(admin, "/metrics").0, 200);
+    assert!(seen.contains("token issue --key"), "{seen}");
+
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let who = rt.block_on(async {
         let c = connect_plain(&url).await.expect("connect to the demo");
@@ -290,21 +323,44 @@ fn demo_prints_a_working_url_and_cleans_up_on_ctrl_c() {
             .expect("notes")
             .get(0);
         assert!(n > 0);
+        c.batch_execute("drop table notes")
+            .await
+            .expect_err("refused");
+        let m = connect_plain(&migration_url)
+            .await
+            .expect("migration login");
+        m.batch_execute("create table demo_t (x int)")
+            .await
+            .expect("DDL on the migration URL");
         c.query_one("select current_user::text", &[])
             .await
             .expect("who")
             .get::<_, String>(0)
     });
     assert_eq!(who, "app_user");
+    // The refusal and the migration statement as terminal lines.
+    let mut lines = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(lines.contains("refused") && lines.contains("create table demo_t")) {
+        assert!(Instant::now() < deadline, "no audit lines:\n{lines}");
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        lines.push_str(&line);
+    }
+    let json = std::fs::read_to_string(&log).expect("JSON log");
+    assert!(json.contains("\"event\":\"statement_refused\""), "{json}");
     // SAFETY: signalling our own child.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGINT);
+        libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let status = child.wait().expect("wait demo");
     assert!(status.success(), "demo exit status {status:?}");
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
     assert!(rest.contains("stopped"), "{rest}");
+    assert!(!dir.exists(), "the demo directory is left behind");
 }
 
 /// `rolegate explain`: the proxy's decision per statement and for the whole
