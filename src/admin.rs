@@ -41,7 +41,60 @@ pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
         .install_recorder()
         .map_err(|e| AdminError::Recorder(e.to_string()))?;
     describe();
+    present_from_startup();
     Ok(handle)
+}
+
+/// Series with bounded label sets, at zero before their first event, so
+/// dashboards and `absent()` alerts work from the start; and the build.
+fn present_from_startup() {
+    use metrics::{counter, gauge};
+    gauge!(
+        "rolegate_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("ROLEGATE_GIT_COMMIT")
+    )
+    .set(1.0);
+    for reason in [
+        "ddl",
+        "rls_toggle",
+        "role_change",
+        "encoding_change",
+        "copy_file",
+        "dangerous_function",
+        "temp_table",
+        "truncate",
+        "maintenance",
+        "call",
+        "unparseable",
+        "invalid_utf8",
+        "startup",
+    ] {
+        counter!("rolegate_refusals_total", "reason" => reason).increment(0);
+    }
+    for role in ["runtime", "migration"] {
+        gauge!("rolegate_active_sessions", "role" => role).increment(0.0);
+        counter!("rolegate_upstream_errors_total", "role" => role).increment(0);
+        for source in ["new", "pool"] {
+            counter!("rolegate_upstream_sessions_total", "role" => role, "source" => source)
+                .increment(0);
+        }
+    }
+    for direction in ["to_upstream", "to_client"] {
+        counter!("rolegate_bytes_total", "direction" => direction).increment(0);
+    }
+    for outcome in ["ok", "rejected"] {
+        counter!("rolegate_config_reloads_total", "outcome" => outcome).increment(0);
+    }
+    for outcome in ["ok", "failed", "timeout"] {
+        counter!("rolegate_pool_resets_total", "outcome" => outcome).increment(0);
+    }
+    counter!("rolegate_pool_discarded_total", "reason" => "dead").increment(0);
+    for cache in ["hit", "miss"] {
+        counter!("rolegate_upstream_scram_derivations_total", "cache" => cache).increment(0);
+    }
+    gauge!("rolegate_pool_idle_connections").increment(0.0);
+    gauge!("rolegate_migration_window_open").increment(0.0);
 }
 
 fn describe() {
@@ -88,6 +141,30 @@ fn describe() {
     describe_counter!(
         "rolegate_config_reloads_total",
         "Config reloads by outcome (ok/rejected)"
+    );
+    describe_counter!(
+        "rolegate_upstream_sessions_total",
+        "Upstream sessions given to logins, by role and source (new/pool)"
+    );
+    describe_gauge!(
+        "rolegate_pool_idle_connections",
+        "Idle runtime upstream sessions kept for reuse"
+    );
+    describe_counter!(
+        "rolegate_pool_resets_total",
+        "Resets (DISCARD ALL) of returned upstream sessions, by outcome (ok/failed/timeout)"
+    );
+    describe_counter!(
+        "rolegate_pool_discarded_total",
+        "Idle upstream sessions closed instead of reused, by reason"
+    );
+    describe_counter!(
+        "rolegate_upstream_scram_derivations_total",
+        "Upstream SCRAM key derivations, by cache (hit/miss)"
+    );
+    describe_gauge!(
+        "rolegate_build_info",
+        "Always 1; the version and git commit of this build as labels"
     );
 }
 

@@ -615,3 +615,53 @@ async fn report_summarises_what_enforcing_would_refuse() {
     assert_eq!(rls["count"], 1);
     assert_eq!(rls["identities"], serde_json::json!(["web"]));
 }
+
+/// Before any traffic: every metric family has HELP and TYPE, the bounded
+/// series are present at zero, and `rolegate_build_info` names the build.
+#[test]
+fn metrics_are_described_and_present_from_startup() {
+    let h = harness();
+    let proxy = h.start_proxy();
+    let (status, body) = http_get(proxy.admin_port, "/metrics");
+    assert_eq!(status, 200);
+    let families: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("rolegate_"))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| {
+            n.trim_end_matches("_bucket")
+                .trim_end_matches("_sum")
+                .trim_end_matches("_count")
+        })
+        .collect();
+    assert!(families.len() >= 10, "{body}");
+    for f in &families {
+        assert!(
+            body.contains(&format!("# HELP {f} ")),
+            "no HELP for {f}:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("# TYPE {f} ")),
+            "no TYPE for {f}:\n{body}"
+        );
+    }
+    for series in [
+        "rolegate_refusals_total{reason=\"ddl\"} 0",
+        "rolegate_refusals_total{reason=\"rls_toggle\"} 0",
+        "rolegate_active_sessions{role=\"runtime\"} 0",
+        "rolegate_upstream_errors_total{role=\"runtime\"} 0",
+        "rolegate_config_reloads_total{outcome=\"rejected\"} 0",
+        "rolegate_migration_window_open 0",
+    ] {
+        assert!(body.contains(series), "missing {series}:\n{body}");
+    }
+    let info = body
+        .lines()
+        .find(|l| l.starts_with("rolegate_build_info{"))
+        .unwrap_or_else(|| panic!("no build_info:\n{body}"));
+    assert!(
+        info.contains("version=\"") && info.contains("commit=\""),
+        "{info}"
+    );
+    assert!(info.ends_with(" 1"), "{info}");
+}
