@@ -55,21 +55,8 @@ fn present_from_startup() {
         "commit" => env!("ROLEGATE_GIT_COMMIT")
     )
     .set(1.0);
-    for reason in [
-        "ddl",
-        "rls_toggle",
-        "role_change",
-        "encoding_change",
-        "copy_file",
-        "dangerous_function",
-        "temp_table",
-        "truncate",
-        "maintenance",
-        "call",
-        "unparseable",
-        "invalid_utf8",
-        "startup",
-    ] {
+    let refused = crate::policy::Class::REFUSED.map(|c| c.as_str());
+    for reason in refused.into_iter().chain(["startup"]) {
         counter!("rolegate_refusals_total", "reason" => reason).increment(0);
     }
     for role in ["runtime", "migration"] {

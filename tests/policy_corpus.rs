@@ -44,21 +44,10 @@ use std::path::PathBuf;
 
 use rolegate::policy::{self, Switches, Verdict, VerdictCache};
 
-/// The refusal classes of the policy, exactly as `Class::as_str` names them.
-const REFUSAL_CLASSES: &[&str] = &[
-    "ddl",
-    "rls_toggle",
-    "role_change",
-    "dangerous_function",
-    "copy_file",
-    "encoding_change",
-    "temp_table",
-    "truncate",
-    "maintenance",
-    "call",
-    "unparseable",
-    "invalid_utf8",
-];
+/// The refusal classes of the policy, as `Class::as_str` names them.
+fn refusal_classes() -> Vec<&'static str> {
+    policy::Class::REFUSED.iter().map(|c| c.as_str()).collect()
+}
 
 /// Entries longer than this need not be cache hits on the second lookup (a
 /// bounded cache may reasonably decline to keep huge statements); their
@@ -271,8 +260,8 @@ fn parse_header(rest: &str) -> Result<(Expect, String), String> {
         ["refuse", classes] => {
             let mut v = Vec::new();
             for c in classes.split('|') {
-                match REFUSAL_CLASSES.iter().find(|k| **k == c) {
-                    Some(k) => v.push(*k),
+                match refusal_classes().into_iter().find(|k| *k == c) {
+                    Some(k) => v.push(k),
                     None => return Err(format!("unknown refusal class `{c}`")),
                 }
             }
@@ -778,9 +767,9 @@ fn check_structure(entries: &[Entry]) {
             _ => None,
         })
         .collect();
-    let missing: Vec<&&str> = REFUSAL_CLASSES
-        .iter()
-        .filter(|c| !named.contains(**c))
+    let missing: Vec<&str> = refusal_classes()
+        .into_iter()
+        .filter(|c| !named.contains(*c))
         .collect();
     assert!(
         missing.is_empty(),
@@ -837,7 +826,7 @@ fn corpus_verdicts_match_and_cache_agrees() {
                 "",
             ));
         }
-        let refusal_class = REFUSAL_CLASSES.contains(&v.class.as_str());
+        let refusal_class = refusal_classes().contains(&v.class.as_str());
         if !v.allowed && !refusal_class {
             failures.push(report(
                 e,

@@ -126,6 +126,22 @@ pub enum Class {
 }
 
 impl Class {
+    /// The refused families (the `reason` label of refusal metrics).
+    pub const REFUSED: [Class; 12] = [
+        Class::Ddl,
+        Class::RlsToggle,
+        Class::RoleChange,
+        Class::DangerousFunction,
+        Class::CopyFile,
+        Class::EncodingChange,
+        Class::TempTable,
+        Class::Truncate,
+        Class::Maintenance,
+        Class::Call,
+        Class::Unparseable,
+        Class::InvalidUtf8,
+    ];
+
     /// The snake_case metric label.
     pub fn as_str(&self) -> &'static str {
         match self {
