@@ -5,7 +5,20 @@
 use std::process::Command;
 
 fn main() {
-    let commit = Command::new("git")
+    // An image build has no .git and passes the commit in.
+    let given = std::env::var("ROLEGATE_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty() && c != "unknown");
+    let commit = given.unwrap_or_else(|| git_commit().unwrap_or_else(|| "unknown".to_owned()));
+    println!("cargo:rustc-env=ROLEGATE_GIT_COMMIT={commit}");
+    // A new commit changes the ref HEAD points to.
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+    println!("cargo:rerun-if-env-changed=ROLEGATE_GIT_COMMIT");
+}
+
+fn git_commit() -> Option<String> {
+    Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
@@ -13,10 +26,4 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned());
-    println!("cargo:rustc-env=ROLEGATE_GIT_COMMIT={commit}");
-    // A new commit changes the ref HEAD points to.
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
-    println!("cargo:rerun-if-env-changed=ROLEGATE_GIT_COMMIT");
 }

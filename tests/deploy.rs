@@ -220,3 +220,44 @@ fn the_getting_started_config_agrees_with_the_readme() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The image and the unit as shipped: a numeric non-root user, libclang in
+/// the build stage, OCI labels, a context without `target/`; systemd hands
+/// secrets over as credentials and filters system calls.
+#[test]
+fn the_image_and_the_unit_are_hardened() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).expect("Dockerfile");
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("a USER line");
+    assert!(
+        user.split(':')
+            .all(|p| p.parse::<u32>().is_ok_and(|n| n != 0)),
+        "USER must be numeric and not root: {user}"
+    );
+    assert!(
+        dockerfile.contains("libclang-dev"),
+        "bindgen needs libclang"
+    );
+    for label in ["title", "licenses", "revision"] {
+        assert!(
+            dockerfile.contains(&format!("org.opencontainers.image.{label}=")),
+            "missing OCI label {label}"
+        );
+    }
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).expect(".dockerignore");
+    for path in ["target/", ".git/"] {
+        assert!(
+            ignore.lines().any(|l| l.trim() == path),
+            "{path} in .dockerignore"
+        );
+    }
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/rolegate.service")).expect("unit");
+    assert!(unit.contains("\nLoadCredential="), "{unit}");
+    assert!(unit.contains("\nSystemCallFilter="), "{unit}");
+    assert!(unit.contains("\nNoNewPrivileges=yes"), "{unit}");
+    assert!(unit.contains("\nCapabilityBoundingSet=\n"), "{unit}");
+}
