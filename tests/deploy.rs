@@ -261,3 +261,45 @@ fn the_image_and_the_unit_are_hardened() {
     assert!(unit.contains("\nNoNewPrivileges=yes"), "{unit}");
     assert!(unit.contains("\nCapabilityBoundingSet=\n"), "{unit}");
 }
+
+/// The Kubernetes manifests pass `kubernetes-validate --strict` for a
+/// current Kubernetes and the hardening rules of
+/// tests/deploy/check_manifests.py (pinned images, non-root, no privilege
+/// escalation, read-only root filesystems, no capabilities, requests and
+/// limits, rolegate as a native sidecar with a numeric user).
+#[test]
+fn the_manifests_validate_and_are_hardened() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifests: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("deploy/kubernetes"))
+        .expect("deploy/kubernetes")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(manifests.len() >= 3, "{manifests:?}");
+    let install = "python3 -m pip install -r tests/deploy/requirements.txt";
+    let out = Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", "1.33.0"])
+        .args(&manifests)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kubernetes-validate ({e}): {install}"));
+    assert!(
+        out.status.success(),
+        "kubernetes-validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(&python)
+        .arg(root.join("tests/deploy/check_manifests.py"))
+        .args(&manifests)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} ({e}): apt-get install python3; {install}")
+        });
+    assert!(
+        out.status.success(),
+        "hardening rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
