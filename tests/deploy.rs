@@ -368,3 +368,28 @@ fn documentation_links_resolve() {
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
+
+/// The alerting rules load (`promtool check rules`) and their unit tests
+/// pass (`promtool test rules`).
+#[test]
+fn the_prometheus_rules_check_and_their_tests_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    for args in [
+        &["check", "rules", "rolegate-rules.yaml"][..],
+        &["test", "rules", "rolegate-rules.test.yaml"][..],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run promtool ({e}): apt-get install prometheus (Debian's package ships promtool)")
+            });
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

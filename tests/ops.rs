@@ -665,3 +665,46 @@ fn metrics_are_described_and_present_from_startup() {
     );
     assert!(info.ends_with(" 1"), "{info}");
 }
+
+/// Every metric the shipped Grafana dashboard and alerting rules query is
+/// one a running proxy exports (after one login and one statement, so the
+/// histograms have observations).
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_and_rules_query_only_exported_metrics() {
+    let h = harness();
+    let proxy = h.start_proxy();
+    let client = connect_tls(&proxy.url("web", WEB_PASSWORD, "require"))
+        .await
+        .expect("connect");
+    client.simple_query("select 1").await.expect("query");
+    let (_, body) = http_get(proxy.admin_port, "/metrics");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut queried = std::collections::BTreeSet::new();
+    for file in [
+        "deploy/grafana/rolegate.json",
+        "deploy/prometheus/rolegate-rules.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("rolegate_") {
+            let name: String = rest[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[i + name.len()..];
+            // Words like "rolegate_rules" in file names are not metrics.
+            if name.ends_with('_') || name == "rolegate_rules" {
+                continue;
+            }
+            queried.insert((file, name));
+        }
+    }
+    assert!(queried.len() >= 10, "{queried:?}");
+    for (file, name) in &queried {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "{file} queries {name}, which /metrics does not export:\n{body}"
+        );
+    }
+}
