@@ -41,6 +41,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
         .install_recorder()
         .map_err(|e| AdminError::Recorder(e.to_string()))?;
     describe();
+    metrics_process::Collector::default().describe();
     present_from_startup();
     Ok(handle)
 }
@@ -195,6 +196,7 @@ impl Readiness {
 struct AdminState {
     metrics: PrometheusHandle,
     readiness: Arc<Readiness>,
+    process: metrics_process::Collector,
 }
 
 /// Serve the admin endpoints until the listener fails.
@@ -207,13 +209,19 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(AdminState { metrics, readiness });
+        .with_state(AdminState {
+            metrics,
+            readiness,
+            process: metrics_process::Collector::default(),
+        });
     axum::serve(listener, app).await
 }
 
 async fn render_metrics(
     State(s): State<AdminState>,
 ) -> ([(&'static str, &'static str); 1], String) {
+    // Process metrics are sampled when scraped, not on a timer.
+    s.process.collect();
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(),

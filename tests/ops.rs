@@ -664,6 +664,17 @@ fn metrics_are_described_and_present_from_startup() {
         "{info}"
     );
     assert!(info.ends_with(" 1"), "{info}");
+    // Process metrics, sampled at scrape time.
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            body.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "missing {name}:\n{body}"
+        );
+    }
 }
 
 /// Every metric the shipped Grafana dashboard and alerting rules query is
