@@ -480,8 +480,11 @@ impl Config {
     /// `PG_MIGRATION_*`, `ROLEGATE_RUNTIME_URL` / `ROLEGATE_MIGRATION_URL`,
     /// then `ROLEGATE__SECTION__KEY`.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
-        let (raw, file) = load_raw(sources)?;
-        let mut files = raw_files(&raw);
+        let (mut raw, file) = load_raw(sources)?;
+        let mut files: Vec<PathBuf> = file_paths(&mut raw)
+            .into_iter()
+            .map(|p| p.clone())
+            .collect();
         files.extend(file);
         let mut config = resolve(raw, &sources.env)?;
         config.files = files;
@@ -489,29 +492,36 @@ impl Config {
     }
 }
 
-fn raw_files(raw: &RawConfig) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    if let Some(t) = &raw.listen.tls {
-        files.extend(t.cert_file.iter().cloned());
-        files.extend(t.key_file.iter().cloned());
+/// Every file path the raw config names (TLS material, the upstream CA,
+/// secret files, keys, JWKS): what a reload watches, and what resolves
+/// relative to the config file's directory.
+fn file_paths(raw: &mut RawConfig) -> Vec<&mut PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(t) = &mut raw.listen.tls {
+        paths.extend(t.cert_file.iter_mut());
+        paths.extend(t.key_file.iter_mut());
     }
-    files.extend(raw.upstream.ca_file.iter().cloned());
-    let creds = [&raw.upstream.runtime, &raw.upstream.migration]
+    paths.extend(raw.upstream.ca_file.iter_mut());
+    let creds = [&mut raw.upstream.runtime, &mut raw.upstream.migration]
         .into_iter()
-        .chain(raw.services.iter().flat_map(|s| [&s.runtime, &s.migration]));
+        .chain(
+            raw.services
+                .iter_mut()
+                .flat_map(|s| [&mut s.runtime, &mut s.migration]),
+        );
     for c in creds {
-        files.extend(c.password_file.iter().cloned());
+        paths.extend(c.password_file.iter_mut());
     }
-    for c in &raw.clients {
-        files.extend(c.password_file.iter().cloned());
+    for c in &mut raw.clients {
+        paths.extend(c.password_file.iter_mut());
     }
-    for k in &raw.migration.keys {
-        files.extend(k.public_key_file.iter().cloned());
+    for k in &mut raw.migration.keys {
+        paths.extend(k.public_key_file.iter_mut());
     }
-    for j in &raw.migration.jwks {
-        files.push(j.file.clone());
+    for j in &mut raw.migration.jwks {
+        paths.push(&mut j.file);
     }
-    files
+    paths
 }
 
 fn load_raw(sources: &Sources) -> Result<(RawConfig, Option<PathBuf>), ConfigError> {
@@ -609,34 +619,10 @@ fn secret_precedence(raw: &mut RawConfig, layers: &[&config::Map<String, String>
 /// Relative paths in the config file are relative to the file's directory,
 /// not the working directory (systemd starts services in `/`).
 fn relative_to(raw: &mut RawConfig, dir: &Path) {
-    let fix = |p: &mut PathBuf| {
+    for p in file_paths(raw) {
         if p.is_relative() {
             *p = dir.join(&*p);
         }
-    };
-    if let Some(t) = &mut raw.listen.tls {
-        t.cert_file.iter_mut().for_each(fix);
-        t.key_file.iter_mut().for_each(fix);
-    }
-    raw.upstream.ca_file.iter_mut().for_each(fix);
-    let creds = [&mut raw.upstream.runtime, &mut raw.upstream.migration]
-        .into_iter()
-        .chain(
-            raw.services
-                .iter_mut()
-                .flat_map(|s| [&mut s.runtime, &mut s.migration]),
-        );
-    for c in creds {
-        c.password_file.iter_mut().for_each(fix);
-    }
-    for c in &mut raw.clients {
-        c.password_file.iter_mut().for_each(fix);
-    }
-    for k in &mut raw.migration.keys {
-        k.public_key_file.iter_mut().for_each(fix);
-    }
-    for j in &mut raw.migration.jwks {
-        fix(&mut j.file);
     }
 }
 

@@ -18,17 +18,6 @@ use crate::cluster::{Cluster, ClusterOptions, RoleModel};
 use crate::config::{Config, Sources};
 use crate::server::Proxy;
 
-/// Write a file only its owner can read (it holds secrets).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?
-        .write_all(bytes)
-}
-
 /// JSON log lines into `log`; refusals and migration statements also as
 /// one readable line each on stdout.
 fn init_logging(log: &Path) -> anyhow::Result<()> {
@@ -163,7 +152,9 @@ end = "{window_end}"
         migrator_pw = model.migrator_password,
         verifier = client_auth::hash_password(&client_password),
     );
-    write_private(&config_path, toml.as_bytes()).context("cannot write the demo config")?;
+    // It holds the upstream passwords: owner-only from the start.
+    crate::migration::token::write_new(&config_path, toml.as_bytes(), 0o600)
+        .context("cannot write the demo config")?;
     let config = Config::load(&Sources {
         file: Some(config_path.clone()),
         env: Default::default(),

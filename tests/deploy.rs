@@ -34,6 +34,25 @@ fn configmap_matches_the_reference_config() {
     assert_eq!(normalise(&block.join("\n")), normalise(&toml));
 }
 
+/// `rolegate check --offline --config CONFIG` from `dir` with `env`; it must
+/// pass (the failure shows its output and `what`).
+fn check_offline(dir: &Path, config: &Path, env: &[(&str, &str)], what: &str) {
+    let out = Command::new(BIN)
+        .args(["check", "--offline", "--config"])
+        .arg(config)
+        .current_dir(dir)
+        .env_remove("ROLEGATE_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .expect("check");
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn write(path: &Path, data: &[u8]) {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(path, data).expect("write");
@@ -93,17 +112,7 @@ fn the_mounted_config_passes_check_offline() {
     )
     .expect("config");
 
-    let out = Command::new(BIN)
-        .args(["check", "--offline", "--config"])
-        .arg(&config)
-        .output()
-        .expect("check");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_offline(dir.path(), &config, &[], "the mounted config");
     // The example config in config/ documents every key; with its files
     // missing it must fail, naming the first missing one.
     let out = Command::new(BIN)
@@ -159,19 +168,8 @@ fn the_example_config_passes_check_offline_with_its_documented_inputs() {
         ("BILLING_MIGRATION_PASSWORD", "bmg"),
     ];
     for extra in [&[][..], &[("PG_RUNTIME_PASSWORD", "from-env")][..]] {
-        let out = Command::new(BIN)
-            .args(["check", "--offline", "--config"])
-            .arg(&config)
-            .env_remove("ROLEGATE_CONFIG")
-            .envs(documented.iter().chain(extra.iter()).copied())
-            .output()
-            .expect("check");
-        assert!(
-            out.status.success(),
-            "with {extra:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let env: Vec<_> = documented.iter().chain(extra).copied().collect();
+        check_offline(dir.path(), &config, &env, &format!("with {extra:?}"));
     }
 }
 
@@ -201,23 +199,12 @@ fn the_getting_started_config_agrees_with_the_readme() {
     let config = dir.path().join("config");
     write(&config.join("getting-started.toml"), text.as_bytes());
     rolegate::migration::token::keygen(&config.join("keys")).expect("keygen");
-    let out = Command::new(BIN)
-        .args([
-            "check",
-            "--offline",
-            "--config",
-            "config/getting-started.toml",
-        ])
-        .current_dir(dir.path())
-        .env_remove("ROLEGATE_CONFIG")
-        .envs(vars.iter().map(|v| (*v, "secret")))
-        .output()
-        .expect("check");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let env: Vec<_> = vars.iter().map(|v| (*v, "secret")).collect();
+    check_offline(
+        dir.path(),
+        Path::new("config/getting-started.toml"),
+        &env,
+        "getting started",
     );
 }
 

@@ -711,7 +711,7 @@ pub fn keygen(out_dir: &Path) -> Result<(PathBuf, PathBuf), TokenError> {
 
 /// Create `path` (failing if it exists) with `mode` from the start, so the
 /// private key is never readable by others, not even briefly.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -140,11 +140,11 @@ pub(crate) fn denied(name: &str) -> Option<&'static str> {
     // with one load instead of a scan of the list: this runs for every
     // name of every statement classified.
     let b = name.as_bytes();
-    let i = pair_index(
-        b.first().copied().unwrap_or(0),
-        b.get(1).copied().unwrap_or(0),
-    );
-    if b.len() < 5 || STARTS[i / 64] & (1 << (i % 64)) == 0 {
+    if b.len() < 5 {
+        return None;
+    }
+    let i = pair_index(b[0], b[1]);
+    if STARTS[i / 64] & (1 << (i % 64)) == 0 {
         return None;
     }
     DENIED_FUNCTIONS

@@ -216,11 +216,7 @@ fn set_config(src: &str, toks: &[Token], i: usize) -> Option<Decision> {
     let Some(value) = arg.plain_str_value(src) else {
         return not_constant();
     };
-    let plain = !value.is_empty()
-        && value
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$');
-    if !plain {
+    if !settings::is_plain_name(&value) {
         return Some(Decision::refuse(
             Class::RlsToggle,
             "set_config with an unusual setting name is not allowed on a runtime session",

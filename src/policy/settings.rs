@@ -28,14 +28,18 @@ pub(crate) enum Protected {
     StandardConformingStrings,
 }
 
-/// A plain setting name (`[A-Za-z0-9_.$]+`) that is not protected: one
-/// `set_config` may change.
-pub(crate) fn is_ordinary_name(name: &str) -> bool {
+/// A plain setting name: `[A-Za-z0-9_.$]+`, the characters of the names
+/// the server's setting lookup can match without quoting surprises.
+pub(crate) fn is_plain_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$')
-        && protected(name).is_none()
+}
+
+/// A plain setting name that is not protected: one `set_config` may change.
+pub(crate) fn is_ordinary_name(name: &str) -> bool {
+    is_plain_name(name) && protected(name).is_none()
 }
 
 /// The protected setting `name` denotes (compared ignoring ASCII case).

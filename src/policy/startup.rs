@@ -46,11 +46,7 @@ const LOADS_LIBRARIES: &[&str] = &[
 /// Check one setting given at startup.
 fn check_setting(name: &str, value: &str, how: &str) -> Result<(), String> {
     let name = name.replace('-', "_");
-    if name.is_empty()
-        || !name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$')
-    {
+    if !settings::is_plain_name(&name) {
         return Err(format!(
             "{how} with an unusual name is not accepted for a runtime identity"
         ));
