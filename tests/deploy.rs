@@ -1,6 +1,8 @@
-//! The deployment files: the config the Kubernetes manifests mount passes
-//! `rolegate check --offline` (with stand-ins for the Secrets it names),
-//! and the ConfigMap carries the same config as deploy/kubernetes/rolegate.toml.
+//! The deployment files: the Kubernetes kustomization renders, validates
+//! and is hardened, and each workload's rolegate passes `rolegate check
+//! --offline` on exactly what its pod mounts; the example and getting-started
+//! configs pass with their documented inputs; the image and the systemd unit
+//! are hardened; the documentation's links resolve.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,30 +11,6 @@ use base64::Engine;
 use ed25519_dalek::pkcs8::DecodePublicKey;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
-
-/// Config lines without comments or blank lines, indentation removed.
-fn normalise(text: &str) -> Vec<String> {
-    text.lines()
-        .map(|l| l.split(" #").next().unwrap_or("").trim().to_string())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect()
-}
-
-#[test]
-fn configmap_matches_the_reference_config() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let toml = std::fs::read_to_string(root.join("rolegate.toml")).expect("rolegate.toml");
-    let yaml = std::fs::read_to_string(root.join("sidecar.yaml")).expect("sidecar.yaml");
-    let start = yaml.find("rolegate.toml: |").expect("ConfigMap key");
-    let block: Vec<&str> = yaml[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| {
-            l.starts_with("    ") || l.trim().is_empty() || l.trim_start().starts_with('#')
-        })
-        .collect();
-    assert_eq!(normalise(&block.join("\n")), normalise(&toml));
-}
 
 /// `rolegate check --offline --config CONFIG` from `dir` with `env`; it must
 /// pass (the failure shows its output and `what`).
@@ -80,39 +58,147 @@ fn jwks_for(public: &Path, kid: &str) -> String {
     )
 }
 
-#[test]
-fn the_mounted_config_passes_check_offline() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes");
-    let toml = std::fs::read_to_string(root.join("rolegate.toml")).expect("rolegate.toml");
-    let dir = tempfile::tempdir().expect("dir");
-    let etc = dir.path().join("etc-rolegate");
-    // Stand-ins for the Secrets and ConfigMaps the manifests mount.
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let (cert, key) = localhost_cert();
-    write(&etc.join("tls/tls.crt"), cert.as_bytes());
-    write(&etc.join("tls/tls.key"), key.as_bytes());
-    write(&etc.join("upstream-ca/ca.crt"), ca_cert.pem().as_bytes());
-    write(&etc.join("upstream/runtime-password"), b"rt-secret\n");
-    write(&etc.join("upstream/migration-password"), b"mg-secret\n");
-    write(&etc.join("clients/web-password"), b"web-secret\n");
-    std::fs::create_dir_all(etc.join("migrator-key")).expect("mkdir");
-    let (_, public) =
-        rolegate::migration::token::keygen(&etc.join("migrator-key")).expect("keygen");
-    write(
-        &etc.join("cluster-jwks/jwks.json"),
-        jwks_for(&public, "sa-1").as_bytes(),
+/// `kubectl kustomize deploy/kubernetes`: the manifests as they are applied.
+fn render_kustomization(dir: &Path) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root.join("deploy/kubernetes"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run kubectl ({e}): apt-get install kubernetes-client (any kubectl >= 1.20 renders kustomizations)")
+        });
+    assert!(
+        out.status.success(),
+        "kubectl kustomize deploy/kubernetes: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let config = dir.path().join("rolegate.toml");
-    std::fs::write(
-        &config,
-        toml.replace("/etc/rolegate/", &format!("{}/", etc.display())),
-    )
-    .expect("config");
+    let rendered = dir.join("rendered.yaml");
+    std::fs::write(&rendered, &out.stdout).expect("rendered");
+    rendered
+}
 
-    check_offline(dir.path(), &config, &[], "the mounted config");
+/// Stand-in content for a file a workload mounts, by its name.
+fn stand_in(name: &str, keys: &Path) -> Vec<u8> {
+    match name {
+        "ca.crt" => {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca");
+            ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            ca.self_signed(&key).expect("ca cert").pem().into_bytes()
+        }
+        "migrator.pub" => std::fs::read(keys.join("migrator.pub")).expect("pub"),
+        "jwks.json" => jwks_for(&keys.join("migrator.pub"), "sa-1").into_bytes(),
+        n if n.ends_with("password") => format!("{n}-secret\n").into_bytes(),
+        other => panic!("no stand-in for a mounted file named {other}"),
+    }
+}
+
+/// The files Secrets and ConfigMaps from outside the repo hold (what
+/// docs/deployment.md tells the operator to create).
+fn external_files(source: &str) -> &'static [&'static str] {
+    match source {
+        "postgres-ca" => &["ca.crt"],
+        "rolegate-clients" => &["web-password"],
+        "rolegate-migrator-key" => &["migrator.pub"],
+        "cluster-jwks" => &["jwks.json"],
+        other => panic!("undocumented volume source {other}"),
+    }
+}
+
+/// Every rendered workload's rolegate starts on what its pod gives it: the
+/// generated config, the shared upstream environment and exactly the
+/// Secrets it mounts pass `rolegate check --offline` — and every mount is
+/// named by the config or the environment, so no pod holds a secret it
+/// does not use (the Job no runtime or client password, the app pods no
+/// migration credential).
+#[test]
+fn each_workload_starts_on_exactly_what_it_mounts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let rendered = render_kustomization(dir.path());
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&python)
+        .arg(root.join("tests/deploy/workloads.py"))
+        .arg(&rendered)
+        .output()
+        .expect("workloads.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let workloads: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        workloads.len(),
+        2,
+        "the app Deployment and the migration Job"
+    );
+    let keys = dir.path().join("keys");
+    rolegate::migration::token::keygen(&keys).expect("keygen");
+    for w in &workloads {
+        let name = w["workload"].as_str().expect("name");
+        let pod = dir.path().join(name.replace('/', "-"));
+        let local = |p: &str| p.replace("/etc/rolegate/", &format!("{}/", pod.display()));
+        let mut named = String::new();
+        for m in w["mounts"].as_array().expect("mounts") {
+            let path = m["path"].as_str().expect("path");
+            let files: Vec<(String, Option<String>)> = match m["files"].as_object() {
+                Some(f) => f
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string)))
+                    .collect(),
+                None => external_files(m["source"].as_str().expect("source"))
+                    .iter()
+                    .map(|f| (f.to_string(), None))
+                    .collect(),
+            };
+            for (file, content) in files {
+                let data = match content {
+                    Some(text) => {
+                        named.push_str(&text);
+                        local(&text).into_bytes()
+                    }
+                    None => stand_in(&file, &keys),
+                };
+                write(Path::new(&local(&format!("{path}/{file}"))), &data);
+            }
+        }
+        let env: Vec<(String, String)> = w["env"]
+            .as_object()
+            .expect("env")
+            .iter()
+            .map(|(k, v)| (k.clone(), local(v.as_str().expect("value"))))
+            .collect();
+        for (_, v) in w["env"].as_object().expect("env") {
+            named.push_str(v.as_str().unwrap_or(""));
+        }
+        for m in w["mounts"].as_array().expect("mounts") {
+            let path = m["path"].as_str().expect("path");
+            assert!(
+                path == "/etc/rolegate/config" || named.contains(&format!("{path}/")),
+                "{name} mounts {path}, which neither its config nor its environment uses"
+            );
+        }
+        let args: Vec<String> = w["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_string())
+            .collect();
+        let config = args
+            .iter()
+            .position(|a| a == "--config")
+            .map(|i| local(&args[i + 1]))
+            .expect("--config");
+        let env_refs: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        check_offline(&pod, Path::new(&config), &env_refs, name);
+    }
+}
+
+#[test]
+fn the_example_config_fails_check_offline_naming_a_missing_file() {
     // The example config in config/ documents every key; with its files
     // missing it must fail, naming the first missing one.
     let out = Command::new(BIN)
@@ -249,20 +335,17 @@ fn the_image_and_the_unit_are_hardened() {
     assert!(unit.contains("\nCapabilityBoundingSet=\n"), "{unit}");
 }
 
-/// The Kubernetes manifests pass `kubernetes-validate --strict` for a
-/// current Kubernetes and the hardening rules of
-/// tests/deploy/check_manifests.py (pinned images, non-root, no privilege
-/// escalation, read-only root filesystems, no capabilities, requests and
-/// limits, rolegate as a native sidecar with a numeric user).
+/// The manifests as `kubectl apply -k deploy/kubernetes` applies them pass
+/// `kubernetes-validate --strict` for a current Kubernetes and the
+/// hardening rules of tests/deploy/check_manifests.py (pinned images,
+/// non-root, no privilege escalation, read-only root filesystems, no
+/// capabilities, requests and limits, rolegate as a native sidecar with a
+/// numeric user).
 #[test]
 fn the_manifests_validate_and_are_hardened() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifests: Vec<std::path::PathBuf> = std::fs::read_dir(root.join("deploy/kubernetes"))
-        .expect("deploy/kubernetes")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    assert!(manifests.len() >= 3, "{manifests:?}");
+    let dir = tempfile::tempdir().expect("dir");
+    let manifests = [render_kustomization(dir.path())];
     let install = "python3 -m pip install -r tests/deploy/requirements.txt";
     let out = Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", "-k", "1.33.0"])
