@@ -68,6 +68,9 @@ pub struct Pool {
     /// Bumped by [`Pool::clear`]: sessions checked out before it are not
     /// taken back.
     generation: AtomicU64,
+    /// Woken when a session is added, so the reaper can sleep until the
+    /// next expiry instead of polling.
+    added: tokio::sync::Notify,
 }
 
 impl Pool {
@@ -156,6 +159,7 @@ impl Pool {
                     since: Instant::now(),
                 });
                 metrics::gauge!("rolegate_pool_idle_connections").increment(1.0);
+                self.added.notify_waiters();
                 // Over the bound: the least recently used go.
                 let excess = list.len().saturating_sub(cfg.max_idle);
                 Ok(list.drain(..excess).collect())
@@ -175,23 +179,24 @@ impl Pool {
     }
 
     /// Close idle sessions unused for `idle_timeout` or older than
-    /// `max_lifetime`.
-    pub fn expire(&self, cfg: &PoolConfig) {
+    /// `max_lifetime`; returns when the next of the others expires.
+    pub fn expire(&self, cfg: &PoolConfig) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
         let expired: Vec<Idle> = {
             let Ok(mut services) = self.services.lock() else {
-                return;
+                return None;
             };
+            let now = Instant::now();
             let mut out = Vec::new();
             for list in services.values_mut() {
                 let mut i = 0;
                 while i < list.len() {
                     let c = &list[i];
-                    if !cfg.enabled
-                        || c.since.elapsed() >= cfg.idle_timeout
-                        || c.conn.born.elapsed() >= cfg.max_lifetime
-                    {
+                    let at = (c.since + cfg.idle_timeout).min(c.conn.born + cfg.max_lifetime);
+                    if !cfg.enabled || at <= now {
                         out.push(list.remove(i));
                     } else {
+                        next = Some(next.map_or(at, |n| n.min(at)));
                         i += 1;
                     }
                 }
@@ -201,6 +206,26 @@ impl Pool {
         for idle in expired {
             metrics::gauge!("rolegate_pool_idle_connections").decrement(1.0);
             close_later(idle.conn.stream);
+        }
+        next
+    }
+
+    /// Expire idle sessions as they come due (`cfg` gives the current
+    /// limits). Sleeps until the next expiry or a new idle session.
+    pub async fn reap(&self, cfg: impl Fn() -> PoolConfig) {
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            match self.expire(&cfg()) {
+                Some(at) => {
+                    tokio::select! {
+                        _ = added => {}
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                    }
+                }
+                None => added.await,
+            }
         }
     }
 

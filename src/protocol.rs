@@ -275,6 +275,9 @@ pub fn take_cstr<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 /// A connection that may have been upgraded to TLS.
+/// A client connection, plaintext or TLS.
+pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+
 pub enum MaybeTls<T> {
     Plain(TcpStream),
     Tls(Box<T>),

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -20,17 +19,14 @@ use crate::audit::StatementAudit;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::enforce::{Enforcer, PendingRefusals, SessionInfo};
-use crate::login::{self, LoggedIn};
+use crate::login::{self, LoggedIn, LoginError, Who};
 use crate::policy::{Switches, VerdictCache};
 use crate::pool::Pool;
-use crate::protocol::{self, MaybeTls};
 use crate::session::{self, SessionState, StopCause};
 use crate::upstream::Endpoint;
 
 /// Distinct statement texts whose verdicts are kept.
 const VERDICT_CACHE_ENTRIES: usize = 50_000;
-
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 
 /// One loaded configuration and everything derived from it. Replaced as a
 /// whole on reload.
@@ -80,6 +76,10 @@ pub struct Proxy {
     shutdown: watch::Sender<Option<Instant>>,
     /// Idle runtime upstream sessions waiting for their next client.
     pub pool: Arc<Pool>,
+    /// Woken when the last connection ends (the shutdown drain waits on it).
+    drained: Arc<tokio::sync::Notify>,
+    /// Woken when a new configuration is swapped in.
+    reloaded: tokio::sync::Notify,
 }
 
 impl Proxy {
@@ -96,6 +96,8 @@ impl Proxy {
                 .into(),
             shutdown: watch::channel(None).0,
             pool: Arc::new(Pool::default()),
+            drained: Arc::new(tokio::sync::Notify::new()),
+            reloaded: tokio::sync::Notify::new(),
         })
     }
 
@@ -110,6 +112,7 @@ impl Proxy {
         // Pooled sessions were opened with the old credentials and TLS
         // settings; new logins must get sessions made under the new ones.
         self.pool.clear();
+        self.reloaded.notify_waiters();
     }
 
     /// Connections being served now.
@@ -129,7 +132,10 @@ impl Proxy {
     /// Accept connections until shutdown begins (or the listener fails).
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
         let mut shutdown = self.shutdown.subscribe();
-        let reaper = tokio::spawn(self.clone().expire_idle_upstreams());
+        let proxy = self.clone();
+        let reaper = tokio::spawn(async move {
+            proxy.pool.reap(|| proxy.runtime().config.pool).await;
+        });
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -165,84 +171,111 @@ impl Proxy {
         self.pool.clear();
         // Sessions close themselves at the deadline; allow a moment for
         // their final writes.
-        let hard = deadline + Duration::from_secs(2);
-        while self.active() > 0 && Instant::now() < hard {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Close pooled upstream sessions past `pool.idle_timeout` or
-    /// `pool.max_lifetime`.
-    async fn expire_idle_upstreams(self: Arc<Self>) {
+        let hard = tokio::time::sleep_until((deadline + Duration::from_secs(2)).into());
+        tokio::pin!(hard);
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            self.pool.expire(&self.runtime().config.pool);
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            tokio::select! {
+                _ = drained => {}
+                _ = &mut hard => return,
+            }
         }
     }
 
     /// Log `window_open` / `window_close` as migration windows open and
     /// close, and keep the `rolegate_migration_window_open` gauge current.
+    /// Sleeps until the next opening or closing, or a reload.
     pub async fn watch_windows(self: Arc<Self>) {
         let mut was_open: Option<bool> = None;
         loop {
+            let reloaded = self.reloaded.notified();
+            tokio::pin!(reloaded);
+            reloaded.as_mut().enable();
             let state = self
                 .runtime()
                 .config
                 .access
                 .window_state(jiff::Timestamp::now());
-            let (open, detail) = match state {
-                crate::migration::WindowState::Open { until } => (true, until.to_string()),
+            let (open, detail, next) = match state {
+                crate::migration::WindowState::Open { until } => {
+                    (true, until.to_string(), Some(until))
+                }
                 crate::migration::WindowState::Closed { next } => (
                     false,
                     next.map(|n| n.to_string())
                         .unwrap_or_else(|| "none scheduled".into()),
+                    next,
                 ),
             };
             if was_open != Some(open) {
-                metrics::gauge!("rolegate_migration_window_open").set(if open { 1.0 } else { 0.0 });
-                if open {
-                    info!(event = "window_open", session_id = 0u64, identity = "", role = "migration", peer = "", until = %detail, "migration window open");
-                } else {
-                    info!(event = "window_close", session_id = 0u64, identity = "", role = "migration", peer = "", next = %detail, "migration window closed");
-                }
+                log_window(open, &detail);
                 was_open = Some(open);
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            // Wall-clock times through the monotonic clock: re-read at least
+            // every few minutes in case the system clock is stepped.
+            let cap = Instant::now() + WALL_CLOCK_RECHECK;
+            let at = next.map_or(cap, |t| instant_at(t).min(cap));
+            tokio::select! {
+                _ = reloaded => {}
+                _ = tokio::time::sleep_until(at.into()) => {}
+            }
         }
     }
 
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let rt = self.runtime();
-        let _active = ActiveGuard::new(&self.active);
+        let _active = ActiveGuard::new(&self.active, &self.drained);
         if self.active() > rt.config.listen.max_connections {
             // Over the limit: answer like PostgreSQL does, without reading
             // anything the client sends.
             let mut tcp = tcp;
-            let mut out = BytesMut::new();
-            protocol::error_response(
-                &mut out,
-                "FATAL",
-                "53300",
-                "rolegate: sorry, too many clients already",
-                Some("Raise listen.max_connections or reduce the number of client connections."),
-            );
-            let _ = tcp.write_all(&out).await;
-            metrics::counter!("rolegate_connections_total", "identity" => "unknown", "role" => "none", "outcome" => "too_many").increment(1);
+            let e = LoginError::TooManyClients;
+            login::fail(
+                Some(&mut tcp),
+                &BytesMut::new(),
+                &e,
+                &Who::default(),
+                session_id,
+                peer,
+            )
+            .await;
             return;
         }
         let started = Instant::now();
+        let ctx = login::Context {
+            config: &rt.config,
+            endpoints: &rt.endpoints,
+            pool: &self.pool,
+            cancels: &self.cancels,
+            mock_secret: &self.mock_secret,
+        };
         let login = tokio::time::timeout(
             rt.config.listen.startup_timeout,
-            login::login(&self, &rt, tcp, peer, session_id),
+            login::login(&ctx, tcp, peer, session_id),
         )
         .await;
-        let Ok(Some(ready)) = login else {
-            if login.is_err() {
-                info!(event = "auth_failed", session_id, identity = "", role = "", peer = %peer, reason = "startup timeout", "client did not finish logging in in time");
-                metrics::counter!("rolegate_connections_total", "identity" => "unknown", "role" => "none", "outcome" => "startup_timeout").increment(1);
+        let ready = match login {
+            Ok(Some(ready)) => ready,
+            Ok(None) => return,
+            Err(_) => {
+                let e = LoginError::StartupTimeout;
+                login::fail::<TcpStream>(
+                    None,
+                    &BytesMut::new(),
+                    &e,
+                    &Who::default(),
+                    session_id,
+                    peer,
+                )
+                .await;
+                return;
             }
-            return;
         };
         let LoggedIn {
             client,
@@ -250,14 +283,15 @@ impl Proxy {
             upstream,
             identity,
             role,
-            state,
             service,
             admission,
             endpoint,
             pool_key,
             reused,
-            _cancel,
+            cancel: _cancel,
         } = ready;
+        let role = role.as_str();
+        let state = Arc::new(SessionState::new());
         let mut upstream = upstream;
         info!(
             event = "session_start",
@@ -360,19 +394,36 @@ impl Proxy {
     }
 }
 
-/// Counts a connection as active for as long as it lives.
-struct ActiveGuard<'a>(&'a AtomicUsize);
+/// How long the window watch trusts a wall-clock deadline it converted to
+/// the monotonic clock.
+const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(300);
+
+fn log_window(open: bool, detail: &str) {
+    metrics::gauge!("rolegate_migration_window_open").set(if open { 1.0 } else { 0.0 });
+    if open {
+        info!(event = "window_open", session_id = 0u64, identity = "", role = "migration", peer = "", until = %detail, "migration window open");
+    } else {
+        info!(event = "window_close", session_id = 0u64, identity = "", role = "migration", peer = "", next = %detail, "migration window closed");
+    }
+}
+
+/// Counts a connection as active for as long as it lives (RAII, so a
+/// cancelled task cannot leave the count wrong); the last one out wakes
+/// the shutdown drain.
+struct ActiveGuard<'a>(&'a AtomicUsize, &'a tokio::sync::Notify);
 
 impl<'a> ActiveGuard<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(n)
+    fn new(n: &'a AtomicUsize, drained: &'a tokio::sync::Notify) -> Self {
+        n.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(n, drained)
     }
 }
 
 impl Drop for ActiveGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if self.0.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.1.notify_waiters();
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub struct SessionState {
     /// idle timeout.
     pub last_activity_ms: AtomicU64,
     pub created: Instant,
+    /// Woken when the session becomes idle outside a transaction (after
+    /// the ReadyForQuery reached the client), for whoever waits to stop it.
+    became_idle: tokio::sync::Notify,
 }
 
 impl Default for SessionState {
@@ -55,6 +58,7 @@ impl SessionState {
             statements: AtomicU64::new(0),
             last_activity_ms: AtomicU64::new(0),
             created: Instant::now(),
+            became_idle: tokio::sync::Notify::new(),
         }
     }
 
@@ -78,8 +82,20 @@ impl SessionState {
 
 /// Wait until the session is idle outside a transaction, or `deadline`.
 pub async fn until_idle_or(state: &SessionState, deadline: Instant) {
-    while !state.is_idle() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let deadline = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(deadline);
+    loop {
+        // Registered before the check, so a wake-up in between is not lost.
+        let woken = state.became_idle.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if state.is_idle() {
+            return;
+        }
+        tokio::select! {
+            _ = &mut woken => {}
+            _ = &mut deadline => return,
+        }
     }
 }
 
@@ -422,6 +438,7 @@ where
     let mut sent_fatal = false;
     loop {
         let mut ready = 0usize;
+        let mut saw_ready_for_query = false;
         loop {
             if *in_frame > 0 {
                 let n = (*in_frame).min(buf.len() - ready);
@@ -463,6 +480,7 @@ where
                             state.tx_status.store(*s, Ordering::Release);
                         }
                         state.in_flight.fetch_sub(1, Ordering::AcqRel);
+                        saw_ready_for_query = true;
                     } else if header.tag == b'S' {
                         if let Some(problem) = unpinned_setting(body) {
                             // Defence in depth: the classifier refuses every
@@ -514,6 +532,9 @@ where
                 .fetch_add(ready as u64, Ordering::Relaxed);
             relayed.increment(ready as u64);
             buf.advance(ready);
+        }
+        if saw_ready_for_query && state.is_idle() {
+            state.became_idle.notify_waiters();
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(READ_CHUNK);
