@@ -60,22 +60,66 @@ fn jwks_for(public: &Path, kid: &str) -> String {
 
 /// `kubectl kustomize deploy/kubernetes`: the manifests as they are applied.
 fn render_kustomization(dir: &Path) -> std::path::PathBuf {
+    render("deploy/kubernetes", &dir.join("rendered.yaml"))
+}
+
+/// `kubectl kustomize <kustomization>` (relative to the repo) into `out`.
+fn render(kustomization: &str, out_file: &Path) -> std::path::PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("kubectl")
         .args(["kustomize"])
-        .arg(root.join("deploy/kubernetes"))
+        .arg(root.join(kustomization))
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run kubectl ({e}): apt-get install kubernetes-client (any kubectl >= 1.20 renders kustomizations)")
         });
     assert!(
         out.status.success(),
-        "kubectl kustomize deploy/kubernetes: {}",
+        "kubectl kustomize {kustomization}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rendered = dir.join("rendered.yaml");
-    std::fs::write(&rendered, &out.stdout).expect("rendered");
-    rendered
+    std::fs::write(out_file, &out.stdout).expect("rendered");
+    out_file.to_path_buf()
+}
+
+/// The example overlay changes only what it says (the image, where the
+/// database is) and keeps the base's config generated from its one source.
+#[test]
+fn the_example_overlay_replaces_only_the_image_and_the_upstream() {
+    let dir = tempfile::tempdir().expect("dir");
+    let base = std::fs::read_to_string(render_kustomization(dir.path())).expect("base");
+    let overlay = std::fs::read_to_string(render(
+        "deploy/overlays/example",
+        &dir.path().join("overlay.yaml"),
+    ))
+    .expect("overlay");
+    assert!(overlay.contains("image: registry.example/platform/rolegate:0.1.0"));
+    assert!(!overlay.contains("registry.example/acme/rolegate"));
+    assert!(overlay.contains("PG_HOST: pg-primary.staging.internal"));
+    assert!(!overlay.contains("postgres.database.svc.cluster.local"));
+    // Same workloads, same generated configs.
+    let kinds = |s: &str| {
+        let mut k: Vec<String> = s
+            .lines()
+            .filter(|l| l.starts_with("kind: "))
+            .map(str::to_string)
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds(&base), kinds(&overlay));
+    for name in ["rolegate-app-config", "rolegate-migrate-config"] {
+        let section = |s: &str| {
+            s.split("\n---\n")
+                .find(|d| d.contains(&format!("name: {name}-")))
+                .map(|d| d.to_string())
+        };
+        assert_eq!(
+            section(&base),
+            section(&overlay),
+            "{name} differs in the overlay"
+        );
+    }
 }
 
 /// Stand-in content for a file a workload mounts, by its name.
@@ -345,7 +389,10 @@ fn the_image_and_the_unit_are_hardened() {
 fn the_manifests_validate_and_are_hardened() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = tempfile::tempdir().expect("dir");
-    let manifests = [render_kustomization(dir.path())];
+    let manifests = [
+        render_kustomization(dir.path()),
+        render("deploy/overlays/example", &dir.path().join("overlay.yaml")),
+    ];
     let install = "python3 -m pip install -r tests/deploy/requirements.txt";
     let out = Command::new("kubernetes-validate")
         .args(["--strict", "--quiet", "-k", "1.33.0"])
