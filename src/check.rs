@@ -117,6 +117,18 @@ pub async fn audit(config: &Config) -> Vec<Finding> {
     out
 }
 
+/// What the findings of one service are phrased with.
+struct Subject<'a> {
+    /// `[service] ` for services other than the default, else empty.
+    label: &'a str,
+    /// The runtime role, quoted.
+    rq: String,
+    /// The database, quoted.
+    db: String,
+    /// The migration role, quoted, or a placeholder for fixes.
+    owner: String,
+}
+
 async fn audit_service(
     config: &Config,
     label: &str,
@@ -124,25 +136,60 @@ async fn audit_service(
     migration: Option<&Credentials>,
     out: &mut Vec<Finding>,
 ) {
-    let r = &runtime.user;
-    let rq = ident(r);
-    let db = ident(&runtime.database);
-    let client = match connect(config, runtime).await {
+    let who = Subject {
+        label,
+        rq: ident(&runtime.user),
+        db: ident(&runtime.database),
+        owner: migration.map_or_else(|| "<migrator>".into(), |m| ident(&m.user)),
+    };
+    let Some(client) = runtime_login(config, runtime, &who, out).await else {
+        return;
+    };
+    roles_differ(runtime, migration, &who, out);
+    role_attributes(&client, &who, out).await;
+    for check in CATALOG_CHECKS {
+        catalog_check(&client, check, &who, out).await;
+    }
+    predefined_role_memberships(&client, label, &who.rq, out).await;
+    denied_functions_granted(&client, label, &who.rq, out).await;
+    row_security_settings(&client, label, &who.rq, &who.db, out).await;
+    if let Some(mig) = migration {
+        migration_findings(config, &client, mig, &who, out).await;
+    }
+}
+
+/// The runtime credentials log in (the other runtime findings need it).
+async fn runtime_login(
+    config: &Config,
+    runtime: &Credentials,
+    who: &Subject<'_>,
+    out: &mut Vec<Finding>,
+) -> Option<tokio_postgres::Client> {
+    let (label, rq) = (who.label, &who.rq);
+    match connect(config, runtime).await {
         Ok(c) => {
             out.push(pass(format!("{label}runtime credentials log in as {rq}")));
-            c
+            Some(c)
         }
         Err(e) => {
             out.push(fail(
                 format!("{label}runtime credentials do not log in as {rq}: {e}"),
                 "check [upstream.runtime] user/password and pg_hba.conf",
             ));
-            return;
+            None
         }
-    };
-    let m = migration.map(|m| m.user.clone());
-    match &m {
-        Some(m) if m == r => out.push(fail(
+    }
+}
+
+fn roles_differ(
+    runtime: &Credentials,
+    migration: Option<&Credentials>,
+    who: &Subject<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let (label, rq) = (who.label, &who.rq);
+    match migration.map(|m| &m.user) {
+        Some(m) if *m == runtime.user => out.push(fail(
             format!("{label}runtime and migration roles are both {rq}"),
             "use two roles: set upstream.migration.user to the migrator",
         )),
@@ -152,136 +199,178 @@ async fn audit_service(
         ))),
         None => {}
     }
+}
 
+async fn role_attributes(
+    client: &tokio_postgres::Client,
+    who: &Subject<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let (label, rq) = (who.label, &who.rq);
     let attrs = client
         .query_one(
             "select rolsuper, rolbypassrls, rolcreaterole, rolcreatedb from pg_roles where rolname = current_user",
             &[],
         )
         .await;
-    match attrs {
-        Ok(row) => {
-            for (i, attr, fix_attr) in [
-                (0, "SUPERUSER", "NOSUPERUSER"),
-                (1, "BYPASSRLS", "NOBYPASSRLS"),
-                (2, "CREATEROLE", "NOCREATEROLE"),
-                (3, "CREATEDB", "NOCREATEDB"),
-            ] {
-                let has: bool = row.get(i);
-                if has {
-                    out.push(fail(
-                        format!("{label}runtime role {rq} has {attr}"),
-                        format!("ALTER ROLE {rq} {fix_attr};"),
-                    ));
-                } else {
-                    out.push(pass(format!("{label}runtime role {rq} is not {attr}")));
-                }
-            }
+    let row = match attrs {
+        Ok(row) => row,
+        Err(e) => {
+            out.push(fail(
+                format!("{label}cannot read pg_roles: {}", pg_error(&e)),
+                "grant the runtime role access to pg_catalog",
+            ));
+            return;
         }
-        Err(e) => out.push(fail(
-            format!("{label}cannot read pg_roles: {}", pg_error(&e)),
-            "grant the runtime role access to pg_catalog",
-        )),
-    }
-
-    let queries: [(&str, &str); 5] = [
-        (
-            "select n.nspname::text from pg_namespace n where n.nspowner = (select oid from pg_roles where rolname = current_user)",
-            "schema",
-        ),
-        (
-            "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relowner = (select oid from pg_roles where rolname = current_user) and c.relkind in ('r','p','v','m','S','f')",
-            "table",
-        ),
-        (
-            "select n.nspname::text from pg_namespace n where n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema' and has_schema_privilege(current_user, n.oid, 'CREATE')",
-            "create_schema",
-        ),
-        (
-            "select current_database()::text where has_database_privilege(current_user, current_database(), 'CREATE')",
-            "create_db",
-        ),
-        (
-            "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p') and not c.relrowsecurity and exists (select 1 from pg_policy p where p.polrelid = c.oid)",
-            "rls",
-        ),
-    ];
-    for (sql, kind) in queries {
-        let rows = match client.query(sql, &[]).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                out.push(fail(
-                    format!("{label}catalog query ({kind}) failed: {}", pg_error(&e)),
-                    "check the runtime role's catalog access",
-                ));
-                continue;
-            }
-        };
-        let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
-        let owner = m
-            .as_deref()
-            .map(ident)
-            .unwrap_or_else(|| "<migrator>".into());
-        match (kind, names.is_empty()) {
-            ("schema", true) => out.push(pass(format!("{label}runtime role {rq} owns no schema"))),
-            ("schema", false) => {
-                for s in names {
-                    out.push(fail(
-                        format!("{label}runtime role {rq} owns schema {s}"),
-                        format!("ALTER SCHEMA {} OWNER TO {owner};", ident(&s)),
-                    ));
-                }
-            }
-            ("table", true) => out.push(pass(format!(
-                "{label}runtime role {rq} owns no table, view or sequence"
-            ))),
-            ("table", false) => {
-                for t in names {
-                    out.push(fail(
-                        format!("{label}runtime role {rq} owns {t}"),
-                        format!("ALTER TABLE {t} OWNER TO {owner};"),
-                    ));
-                }
-            }
-            ("create_schema", true) => out.push(pass(format!(
-                "{label}runtime role {rq} has no CREATE on any schema"
-            ))),
-            ("create_schema", false) => {
-                for s in names {
-                    out.push(fail(
-                        format!("{label}runtime role {rq} has CREATE on schema {s}"),
-                        format!("REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {rq};", ident(&s)),
-                    ));
-                }
-            }
-            ("create_db", true) => out.push(pass(format!(
-                "{label}runtime role {rq} has no CREATE on database {db}"
-            ))),
-            ("create_db", false) => out.push(fail(
-                format!("{label}runtime role {rq} has CREATE on database {db}"),
-                format!("REVOKE CREATE ON DATABASE {db} FROM PUBLIC, {rq};"),
-            )),
-            ("rls", true) => out.push(pass(format!(
-                "{label}every table with RLS policies has RLS enabled"
-            ))),
-            (_, _) => {
-                for t in names {
-                    out.push(fail(
-                        format!("{label}table {t} has RLS policies but RLS is disabled"),
-                        format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;"),
-                    ));
-                }
-            }
-        }
-    }
-
-    predefined_role_memberships(&client, label, &rq, out).await;
-    denied_functions_granted(&client, label, &rq, out).await;
-    row_security_settings(&client, label, &rq, &db, out).await;
-
-    let Some(mig) = migration else {
-        return;
     };
+    for (i, attr, fix_attr) in [
+        (0, "SUPERUSER", "NOSUPERUSER"),
+        (1, "BYPASSRLS", "NOBYPASSRLS"),
+        (2, "CREATEROLE", "NOCREATEROLE"),
+        (3, "CREATEDB", "NOCREATEDB"),
+    ] {
+        if row.get::<_, bool>(i) {
+            out.push(fail(
+                format!("{label}runtime role {rq} has {attr}"),
+                format!("ALTER ROLE {rq} {fix_attr};"),
+            ));
+        } else {
+            out.push(pass(format!("{label}runtime role {rq} is not {attr}")));
+        }
+    }
+}
+
+/// A catalog query whose rows are violations: none is one PASS, each row
+/// one FAIL with its fix.
+struct CatalogCheck {
+    /// Named in the finding when the query itself fails.
+    kind: &'static str,
+    sql: &'static str,
+    pass: fn(&Subject<'_>) -> String,
+    /// The finding and its fix for one row.
+    fail: fn(&Subject<'_>, &str) -> (String, String),
+}
+
+const CATALOG_CHECKS: &[CatalogCheck] = &[
+    CatalogCheck {
+        kind: "schema",
+        sql: "select n.nspname::text from pg_namespace n where n.nspowner = (select oid from pg_roles where rolname = current_user)",
+        pass: |w| format!("{}runtime role {} owns no schema", w.label, w.rq),
+        fail: |w, s| {
+            (
+                format!("{}runtime role {} owns schema {s}", w.label, w.rq),
+                format!("ALTER SCHEMA {} OWNER TO {};", ident(s), w.owner),
+            )
+        },
+    },
+    CatalogCheck {
+        kind: "table",
+        sql: "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relowner = (select oid from pg_roles where rolname = current_user) and c.relkind in ('r','p','v','m','S','f')",
+        pass: |w| {
+            format!(
+                "{}runtime role {} owns no table, view or sequence",
+                w.label, w.rq
+            )
+        },
+        fail: |w, t| {
+            (
+                format!("{}runtime role {} owns {t}", w.label, w.rq),
+                format!("ALTER TABLE {t} OWNER TO {};", w.owner),
+            )
+        },
+    },
+    CatalogCheck {
+        kind: "create_schema",
+        sql: "select n.nspname::text from pg_namespace n where n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema' and has_schema_privilege(current_user, n.oid, 'CREATE')",
+        pass: |w| {
+            format!(
+                "{}runtime role {} has no CREATE on any schema",
+                w.label, w.rq
+            )
+        },
+        fail: |w, s| {
+            (
+                format!("{}runtime role {} has CREATE on schema {s}", w.label, w.rq),
+                format!(
+                    "REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {};",
+                    ident(s),
+                    w.rq
+                ),
+            )
+        },
+    },
+    CatalogCheck {
+        kind: "create_db",
+        sql: "select current_database()::text where has_database_privilege(current_user, current_database(), 'CREATE')",
+        pass: |w| {
+            format!(
+                "{}runtime role {} has no CREATE on database {}",
+                w.label, w.rq, w.db
+            )
+        },
+        fail: |w, _| {
+            (
+                format!(
+                    "{}runtime role {} has CREATE on database {}",
+                    w.label, w.rq, w.db
+                ),
+                format!("REVOKE CREATE ON DATABASE {} FROM PUBLIC, {};", w.db, w.rq),
+            )
+        },
+    },
+    CatalogCheck {
+        kind: "rls",
+        sql: "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relkind in ('r','p') and not c.relrowsecurity and exists (select 1 from pg_policy p where p.polrelid = c.oid)",
+        pass: |w| format!("{}every table with RLS policies has RLS enabled", w.label),
+        fail: |w, t| {
+            (
+                format!("{}table {t} has RLS policies but RLS is disabled", w.label),
+                format!("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;"),
+            )
+        },
+    },
+];
+
+async fn catalog_check(
+    client: &tokio_postgres::Client,
+    check: &CatalogCheck,
+    who: &Subject<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let rows = match client.query(check.sql, &[]).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            out.push(fail(
+                format!(
+                    "{}catalog query ({}) failed: {}",
+                    who.label,
+                    check.kind,
+                    pg_error(&e)
+                ),
+                "check the runtime role's catalog access",
+            ));
+            return;
+        }
+    };
+    if rows.is_empty() {
+        out.push(pass((check.pass)(who)));
+    }
+    for row in &rows {
+        let (what, fix) = (check.fail)(who, &row.get::<_, String>(0));
+        out.push(fail(what, fix));
+    }
+}
+
+/// The runtime role is not a member of the migration role, and the
+/// migration credentials log in and can create in their schema.
+async fn migration_findings(
+    config: &Config,
+    client: &tokio_postgres::Client,
+    mig: &Credentials,
+    who: &Subject<'_>,
+    out: &mut Vec<Finding>,
+) {
+    let (label, rq) = (who.label, &who.rq);
     let mq = ident(&mig.user);
     match client
         .query_one(
@@ -303,30 +392,44 @@ async fn audit_service(
     match connect(config, mig).await {
         Ok(mc) => {
             out.push(pass(format!("{label}migration credentials log in as {mq}")));
-            match mc
-                .query_one(
-                    "select s, has_schema_privilege(s, 'CREATE') from (select coalesce((current_schemas(false))[1]::text, 'public') as s) x",
-                    &[],
-                )
-                .await
-            {
-                Ok(row) => {
-                    let schema: String = row.get(0);
-                    if row.get::<_, bool>(1) {
-                        out.push(pass(format!("{label}migration role {mq} can create in schema {}", ident(&schema))));
-                    } else {
-                        out.push(fail(
-                            format!("{label}migration role {mq} cannot create in schema {}", ident(&schema)),
-                            format!("ALTER SCHEMA {} OWNER TO {mq};", ident(&schema)),
-                        ));
-                    }
-                }
-                Err(e) => out.push(fail(format!("{label}migration role check failed: {}", pg_error(&e)), "check the migration role")),
-            }
+            migration_can_create(&mc, label, &mq, out).await;
         }
         Err(e) => out.push(fail(
             format!("{label}migration credentials do not log in as {mq}: {e}"),
             "check [upstream.migration] user/password and pg_hba.conf",
+        )),
+    }
+}
+
+async fn migration_can_create(
+    mc: &tokio_postgres::Client,
+    label: &str,
+    mq: &str,
+    out: &mut Vec<Finding>,
+) {
+    let row = mc
+        .query_one(
+            "select s, has_schema_privilege(s, 'CREATE') from (select coalesce((current_schemas(false))[1]::text, 'public') as s) x",
+            &[],
+        )
+        .await;
+    match row {
+        Ok(row) => {
+            let schema = ident(&row.get::<_, String>(0));
+            if row.get::<_, bool>(1) {
+                out.push(pass(format!(
+                    "{label}migration role {mq} can create in schema {schema}"
+                )));
+            } else {
+                out.push(fail(
+                    format!("{label}migration role {mq} cannot create in schema {schema}"),
+                    format!("ALTER SCHEMA {schema} OWNER TO {mq};"),
+                ));
+            }
+        }
+        Err(e) => out.push(fail(
+            format!("{label}migration role check failed: {}", pg_error(&e)),
+            "check the migration role",
         )),
     }
 }

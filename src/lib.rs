@@ -7,7 +7,6 @@ pub mod audit;
 pub mod cancel;
 pub mod check;
 pub mod client_auth;
-pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod enforce;

@@ -13,7 +13,7 @@ use common::raw::{self, Raw};
 use common::*;
 
 fn pg_dump_bin() -> PathBuf {
-    if let Ok(dir) = rolegate::cluster::Cluster::find_bindir() {
+    if let Ok(dir) = rolegate::demo::cluster::Cluster::find_bindir() {
         let p = dir.join("pg_dump");
         if p.exists() {
             return p;
@@ -246,7 +246,7 @@ async fn sequence_update_is_a_provisioning_choice() {
         "the server's grant decides, not rolegate: {message}"
     );
 
-    let with = rolegate::cluster::RoleModel {
+    let with = rolegate::demo::cluster::RoleModel {
         sequence_update: true,
         ..h.model.clone()
     };

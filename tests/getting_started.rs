@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use rolegate::cluster::{Cluster, ClusterOptions, free_port};
+use rolegate::demo::cluster::{Cluster, ClusterOptions, free_port};
 
 /// The shell commands of README's Getting started section, continuation
 /// lines joined, in order.

@@ -141,10 +141,10 @@ fn write_config(dir: &std::path::Path, config: &str) -> std::path::PathBuf {
 fn check_passes_on_the_model_and_names_each_broken_grant() {
     let h = harness();
     let dir = tempfile::tempdir().expect("dir");
-    let port = rolegate::cluster::free_port().expect("port");
+    let port = rolegate::demo::cluster::free_port().expect("port");
     let cfg = write_config(
         dir.path(),
-        &h.base_config(port, rolegate::cluster::free_port().expect("port")),
+        &h.base_config(port, rolegate::demo::cluster::free_port().expect("port")),
     );
     let run = |args: &[&str]| {
         let out = Command::new(BIN)
@@ -504,7 +504,7 @@ async fn healthcheck_command_probes_the_admin_port() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let closed = rolegate::cluster::free_port().expect("port");
+    let closed = rolegate::demo::cluster::free_port().expect("port");
     let bad = Command::new(BIN)
         .args([
             "healthcheck",

@@ -647,7 +647,7 @@ async fn startup_parameters_pass_through_and_parameter_status_reaches_the_client
 #[test]
 fn pgbench_through_the_proxy_has_zero_errors() {
     let h = harness();
-    let bindir = rolegate::cluster::Cluster::find_bindir().expect("bindir");
+    let bindir = rolegate::demo::cluster::Cluster::find_bindir().expect("bindir");
     let pgbench = if bindir.join("pgbench").exists() {
         bindir.join("pgbench")
     } else {

@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rolegate::cluster::{Cluster, ClusterOptions, RoleModel, TlsPem};
+use rolegate::demo::cluster::{Cluster, ClusterOptions, RoleModel, TlsPem};
 
 pub mod raw;
 
@@ -212,8 +212,8 @@ password_scram = "{worker}"
     /// Start `rolegate serve` with the standard config, edited by `edit`.
     pub fn start_proxy_with(&self, edit: impl Fn(String) -> String) -> ProxyProcess {
         for _ in 0..5 {
-            let port = rolegate::cluster::free_port().expect("free port");
-            let admin_port = rolegate::cluster::free_port().expect("free port");
+            let port = rolegate::demo::cluster::free_port().expect("free port");
+            let admin_port = rolegate::demo::cluster::free_port().expect("free port");
             let config = edit(self.base_config(port, admin_port));
             match ProxyProcess::start(&config, port, &[]) {
                 Ok(mut p) => {

@@ -37,8 +37,8 @@ pub fn free_port() -> io::Result<u16> {
     ))
 }
 
-const ROLES_SQL: &str = include_str!("../migrations/001_roles.sql");
-const APP_SCHEMA_SQL: &str = include_str!("../migrations/002_app_schema.sql");
+const ROLES_SQL: &str = include_str!("../../migrations/001_roles.sql");
+const APP_SCHEMA_SQL: &str = include_str!("../../migrations/002_app_schema.sql");
 
 /// Used only when running as root and `nobody` does not exist.
 const FALLBACK_USER: &str = "rolegate-pg";
