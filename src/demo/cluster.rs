@@ -277,102 +277,20 @@ impl Cluster {
         } else {
             None
         };
-
-        // The server user must be able to reach the directory: /tmp is
-        // traversable by everyone, a root TMPDIR such as /root/tmp is not.
-        // A long TMPDIR (macOS) would push the Unix socket path past its
-        // ~107-byte limit, so fall back to /tmp then too.
-        let parent = match std::env::temp_dir() {
-            dir if run_as.is_none() && dir.as_os_str().len() <= 48 => dir,
-            _ => PathBuf::from("/tmp"),
-        };
-        let dir = tempfile::Builder::new()
-            .prefix("rolegate-pg-")
-            .tempdir_in(&parent)
-            .map_err(io_err(format!(
-                "create a temporary directory in {}",
-                parent.display()
-            )))?;
+        let dir = cluster_dir(run_as)?;
         let root = dir.path().to_path_buf();
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
-            .map_err(io_err(format!("chmod 0700 {}", root.display())))?;
-        chown_tree(&root, run_as)?;
-
         let superuser = "postgres".to_string();
         let superuser_password = random_password();
-        let pwfile = root.join("pwfile");
-        write_private(&pwfile, &format!("{superuser_password}\n"), run_as)?;
-
         let data = root.join("data");
-        let out = server_command(&bindir.join("initdb"), run_as, &root)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "--auth-host=scram-sha-256",
-                "--auth-local=scram-sha-256",
-                "-U",
-                &superuser,
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ])
-            .arg(format!("--pwfile={}", pwfile.display()))
-            .output()
-            .map_err(io_err(format!("run {}", bindir.join("initdb").display())))?;
-        if !out.status.success() {
-            return Err(ClusterError::Initdb {
-                status: out.status.to_string(),
-                output: format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            });
-        }
-        let _ = fs::remove_file(&pwfile);
-
-        // Replace initdb's pg_hba.conf: password (SCRAM) auth for everyone,
-        // no trust/peer, loopback only.
-        write_private(
-            &data.join("pg_hba.conf"),
-            "# Written by rolegate's throwaway cluster.\n\
-             local all all scram-sha-256\n\
-             host all all 127.0.0.1/32 scram-sha-256\n\
-             host all all ::1/128 scram-sha-256\n",
+        initdb(
+            &bindir,
             run_as,
+            &root,
+            &data,
+            &superuser,
+            &superuser_password,
         )?;
-
-        let sockets = root.join("sockets");
-        fs::create_dir(&sockets).map_err(io_err(format!("create {}", sockets.display())))?;
-
-        let mut conf: Vec<(String, String)> = [
-            ("listen_addresses", "127.0.0.1".to_string()),
-            ("unix_socket_directories", sockets.display().to_string()),
-            ("fsync", "off".into()),
-            ("max_connections", "300".into()),
-            ("shared_buffers", "32MB".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        if let Some(tls) = &opts.tls {
-            // The server insists the key is 0600 and owned by its own user.
-            let cert = data.join("server.crt");
-            let key = data.join("server.key");
-            write_private(&cert, &tls.cert_pem, run_as)?;
-            write_private(&key, &tls.key_pem, run_as)?;
-            conf.push(("ssl".into(), "on".into()));
-            conf.push(("ssl_cert_file".into(), cert.display().to_string()));
-            conf.push(("ssl_key_file".into(), key.display().to_string()));
-        }
-        conf.extend(opts.extra_conf.iter().cloned());
-
-        let mut server_args = vec!["-D".to_string(), data.display().to_string()];
-        for (k, v) in conf {
-            server_args.push("-c".into());
-            server_args.push(format!("{k}={v}"));
-        }
-
+        let server_args = server_args(&opts, run_as, &root, &data)?;
         let log = root.join("postgres.log");
         File::create(&log).map_err(io_err(format!("create {}", log.display())))?;
         chown_tree(&root, run_as)?;
@@ -815,6 +733,116 @@ fn log_tail(log: &Path, from: u64) -> String {
         Ok(text) => text,
         Err(e) => format!("(could not read the log: {e})"),
     }
+}
+
+/// A private temporary directory the server user can reach: /tmp is
+/// traversable by everyone, a root TMPDIR such as /root/tmp is not, and a
+/// long TMPDIR (macOS) would push the Unix socket path past its ~107-byte
+/// limit, so /tmp then too.
+fn cluster_dir(run_as: Option<RunAs>) -> Result<TempDir, ClusterError> {
+    let parent = match std::env::temp_dir() {
+        dir if run_as.is_none() && dir.as_os_str().len() <= 48 => dir,
+        _ => PathBuf::from("/tmp"),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("rolegate-pg-")
+        .tempdir_in(&parent)
+        .map_err(io_err(format!(
+            "create a temporary directory in {}",
+            parent.display()
+        )))?;
+    let root = dir.path();
+    fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+        .map_err(io_err(format!("chmod 0700 {}", root.display())))?;
+    chown_tree(root, run_as)?;
+    Ok(dir)
+}
+
+/// `initdb` with SCRAM for everyone and the superuser's password, then a
+/// `pg_hba.conf` of our own: password auth only, loopback only.
+fn initdb(
+    bindir: &Path,
+    run_as: Option<RunAs>,
+    root: &Path,
+    data: &Path,
+    superuser: &str,
+    password: &str,
+) -> Result<(), ClusterError> {
+    let pwfile = root.join("pwfile");
+    write_private(&pwfile, &format!("{password}\n"), run_as)?;
+    let out = server_command(&bindir.join("initdb"), run_as, root)
+        .arg("-D")
+        .arg(data)
+        .args([
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "-U",
+            superuser,
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .map_err(io_err(format!("run {}", bindir.join("initdb").display())))?;
+    let _ = fs::remove_file(&pwfile);
+    if !out.status.success() {
+        return Err(ClusterError::Initdb {
+            status: out.status.to_string(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        });
+    }
+    write_private(
+        &data.join("pg_hba.conf"),
+        "# Written by rolegate's throwaway cluster.\n\
+         local all all scram-sha-256\n\
+         host all all 127.0.0.1/32 scram-sha-256\n\
+         host all all ::1/128 scram-sha-256\n",
+        run_as,
+    )
+}
+
+/// `postgres` arguments except `-p`: loopback, a private socket directory,
+/// test-friendly settings, TLS when asked, then the caller's settings.
+fn server_args(
+    opts: &ClusterOptions,
+    run_as: Option<RunAs>,
+    root: &Path,
+    data: &Path,
+) -> Result<Vec<String>, ClusterError> {
+    let sockets = root.join("sockets");
+    fs::create_dir(&sockets).map_err(io_err(format!("create {}", sockets.display())))?;
+    let mut conf: Vec<(String, String)> = [
+        ("listen_addresses", "127.0.0.1".to_string()),
+        ("unix_socket_directories", sockets.display().to_string()),
+        ("fsync", "off".into()),
+        ("max_connections", "300".into()),
+        ("shared_buffers", "32MB".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(tls) = &opts.tls {
+        // The server insists the key is 0600 and owned by its own user.
+        let cert = data.join("server.crt");
+        let key = data.join("server.key");
+        write_private(&cert, &tls.cert_pem, run_as)?;
+        write_private(&key, &tls.key_pem, run_as)?;
+        conf.push(("ssl".into(), "on".into()));
+        conf.push(("ssl_cert_file".into(), cert.display().to_string()));
+        conf.push(("ssl_key_file".into(), key.display().to_string()));
+    }
+    conf.extend(opts.extra_conf.iter().cloned());
+    let mut args = vec!["-D".to_string(), data.display().to_string()];
+    for (k, v) in conf {
+        args.push("-c".into());
+        args.push(format!("{k}={v}"));
+    }
+    Ok(args)
 }
 
 /// 128 random bits as 32 hex characters: safe in URLs, TOML and psql `-v`.
