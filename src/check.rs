@@ -337,20 +337,8 @@ async fn catalog_check(
     who: &Subject<'_>,
     out: &mut Vec<Finding>,
 ) {
-    let rows = match client.query(check.sql, &[]).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            out.push(fail(
-                format!(
-                    "{}catalog query ({}) failed: {}",
-                    who.label,
-                    check.kind,
-                    pg_error(&e)
-                ),
-                "check the runtime role's catalog access",
-            ));
-            return;
-        }
+    let Some(rows) = catalog_rows(client, check.sql, &[], who.label, check.kind, out).await else {
+        return;
     };
     if rows.is_empty() {
         out.push(pass((check.pass)(who)));
@@ -434,6 +422,28 @@ async fn migration_can_create(
     }
 }
 
+/// The rows of a catalog query, or a FAIL finding naming `kind` when the
+/// query itself fails.
+async fn catalog_rows(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    label: &str,
+    kind: &str,
+    out: &mut Vec<Finding>,
+) -> Option<Vec<tokio_postgres::Row>> {
+    match client.query(sql, params).await {
+        Ok(rows) => Some(rows),
+        Err(e) => {
+            out.push(fail(
+                format!("{label}catalog query ({kind}) failed: {}", pg_error(&e)),
+                "check the runtime role's catalog access",
+            ));
+            None
+        }
+    }
+}
+
 /// Predefined roles that reach server files, programs, settings or other
 /// sessions: the runtime role must not be a member of any (PRODUCT.md §7).
 pub const FORBIDDEN_ROLES: &[&str] = &[
@@ -462,18 +472,9 @@ async fn predefined_role_memberships(
                  where am.member = u.oid and pg_has_role(g.oid, r.oid, 'MEMBER')), '') \
                from pg_roles r, (select oid from pg_roles where rolname = current_user) u \
                where r.rolname = any($1) and pg_has_role(u.oid, r.oid, 'MEMBER')";
-    let rows = match client.query(sql, &[&roles]).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            out.push(fail(
-                format!(
-                    "{label}catalog query (role memberships) failed: {}",
-                    pg_error(&e)
-                ),
-                "check the runtime role's catalog access",
-            ));
-            return;
-        }
+    let Some(rows) = catalog_rows(client, sql, &[&roles], label, "role memberships", out).await
+    else {
+        return;
     };
     for role in FORBIDDEN_ROLES {
         let found = rows.iter().find(|row| row.get::<_, String>(0) == *role);
@@ -542,18 +543,17 @@ async fn denied_functions_granted(
                and has_function_privilege(current_user, p.oid, 'EXECUTE') \
                and not has_function_privilege('public', p.oid, 'EXECUTE') \
                order by 1";
-    let rows = match client.query(sql, &[&exact, &prefixes]).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            out.push(fail(
-                format!(
-                    "{label}catalog query (denied functions) failed: {}",
-                    pg_error(&e)
-                ),
-                "check the runtime role's catalog access",
-            ));
-            return;
-        }
+    let Some(rows) = catalog_rows(
+        client,
+        sql,
+        &[&exact, &prefixes],
+        label,
+        "denied functions",
+        out,
+    )
+    .await
+    else {
+        return;
     };
     let names: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
     if names.is_empty() {
@@ -610,18 +610,9 @@ async fn row_security_settings(
     let sql = "select s.setrole <> 0, s.setdatabase <> 0, c from pg_db_role_setting s, unnest(s.setconfig) c \
                where s.setrole in (0, (select oid from pg_roles where rolname = current_user)) \
                and s.setdatabase in (0, (select oid from pg_database where datname = current_database()))";
-    let rows = match client.query(sql, &[]).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            out.push(fail(
-                format!(
-                    "{label}catalog query (row_security settings) failed: {}",
-                    pg_error(&e)
-                ),
-                "check the runtime role's catalog access",
-            ));
-            return;
-        }
+    let Some(rows) = catalog_rows(client, sql, &[], label, "row_security settings", out).await
+    else {
+        return;
     };
     let mut bad = false;
     for row in &rows {
