@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::client_auth::ScramVerifier;
+use crate::migration::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 use crate::policy::Switches;
 use crate::tls::{self, TlsError, UpstreamTlsMode};
 
@@ -385,57 +386,6 @@ pub struct ClientEntry {
     /// A digest of the configured secret (verifier or password), so a
     /// reload can tell whether it changed without keeping the secret.
     pub secret_digest: [u8; 32],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Environment {
-    Staging,
-    Prod,
-    Replica,
-}
-
-#[derive(Debug, Clone)]
-pub struct MigrationConfig {
-    pub environment: Environment,
-    pub user: String,
-    pub grace: Duration,
-    pub leeway: Duration,
-    pub keys: Vec<KeySource>,
-    pub jwks: Vec<JwksSource>,
-    pub windows: Vec<Window>,
-}
-
-/// An accepted token-signing key, read at load time (parsed by the
-/// migration-access module).
-#[derive(Debug, Clone)]
-pub struct KeySource {
-    pub kid: Option<String>,
-    pub material: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct JwksSource {
-    pub file: PathBuf,
-    pub json: String,
-    pub issuer: String,
-    pub audience: Option<String>,
-    pub subject: Option<String>,
-    pub confirms_prod: bool,
-}
-
-/// An authorised migration window.
-#[derive(Debug, Clone)]
-pub enum Window {
-    Absolute {
-        start: jiff::Timestamp,
-        end: jiff::Timestamp,
-    },
-    Weekly {
-        days: Vec<jiff::civil::Weekday>,
-        from: jiff::civil::Time,
-        to: jiff::civil::Time,
-        timezone: jiff::tz::TimeZone,
-    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

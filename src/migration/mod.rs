@@ -1,7 +1,7 @@
 //! Migration access: who may log in as the migration user, and until when.
 //!
-//! [`Access`] is built once per (re)loaded config from
-//! [`MigrationConfig`](crate::config::MigrationConfig) and answers one
+//! [`Access`] is built once per (re)loaded config from a
+//! [`MigrationConfig`] and answers one
 //! question per migration login, [`Access::admit`]: given the token presented
 //! as the password and the current instant, is this login admitted, for whom,
 //! for which service, and until when — or which [`Refusal`] (SQLSTATE, reason)
@@ -13,6 +13,8 @@
 //!   and how the token narrows the window.
 //! * [`token`]: JWT verification (keys, JWKS, claims) and the
 //!   `rolegate token keygen` / `issue` pieces.
+//! * [`settings`]: the resolved `[migration]` settings ([`MigrationConfig`],
+//!   [`Environment`], keys, windows) that the configuration produces.
 //! * [`window`]: window arithmetic (weekly windows in their time zone, DST,
 //!   chained windows, next opening).
 //!
@@ -43,14 +45,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::config::{Environment, MigrationConfig};
-
+pub mod settings;
 pub mod token;
 pub mod window;
 
 #[cfg(test)]
 mod tests;
 
+pub use settings::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 pub use window::WindowState;
 
 /// SQLSTATE `invalid_password`: the token is bad, expired, or not good
@@ -281,9 +283,5 @@ fn plus(t: Timestamp, d: Duration) -> Timestamp {
 
 /// The config spelling of an environment, as carried in the `env` claim.
 pub fn environment_name(e: Environment) -> &'static str {
-    match e {
-        Environment::Staging => "staging",
-        Environment::Prod => "prod",
-        Environment::Replica => "replica",
-    }
+    e.as_str()
 }

@@ -43,8 +43,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::settings::{JwksSource, KeySource, MigrationConfig};
 use super::{AccessError, Refusal};
-use crate::config::{JwksSource, KeySource, MigrationConfig};
 
 /// The service a token reaches when it names none.
 pub const DEFAULT_SERVICE: &str = "default";
