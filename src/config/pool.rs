@@ -1,0 +1,54 @@
+//! `[pool]`: reuse of runtime upstream sessions after their client leaves
+//! (migration sessions are never pooled).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, duration};
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub enabled: bool,
+    pub max_idle: usize,
+    pub idle_timeout: String,
+    pub max_lifetime: String,
+}
+
+impl Default for RawPool {
+    fn default() -> Self {
+        RawPool {
+            enabled: true,
+            max_idle: 100,
+            idle_timeout: "5m".into(),
+            max_lifetime: "1h".into(),
+        }
+    }
+}
+
+/// `[pool]`: reuse of runtime upstream sessions after their client leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub enabled: bool,
+    /// Idle upstream connections kept per service.
+    pub max_idle: usize,
+    /// An idle upstream connection unused this long is closed.
+    pub idle_timeout: Duration,
+    /// An upstream connection this old is closed instead of reused.
+    pub max_lifetime: Duration,
+}
+
+impl TryFrom<&RawPool> for PoolConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: &RawPool) -> Result<Self, ConfigError> {
+        Ok(PoolConfig {
+            // Keeping no idle connection is no pool at all.
+            enabled: raw.enabled && raw.max_idle > 0,
+            max_idle: raw.max_idle,
+            idle_timeout: duration("pool.idle_timeout", &raw.idle_timeout)?,
+            max_lifetime: duration("pool.max_lifetime", &raw.max_lifetime)?,
+        })
+    }
+}
