@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::Deserialize;
 
-use super::{ConfigError, duration, invalid};
+use super::{ConfigError, by_name, invalid};
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, Deserialize)]
@@ -16,10 +17,14 @@ use crate::tls::{self, TlsError};
 pub(super) struct RawListen {
     pub address: String,
     pub max_connections: usize,
-    pub startup_timeout: String,
-    pub idle_timeout: String,
-    pub shutdown_timeout: String,
-    pub max_message_size: String,
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// 0 means never.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    pub max_message_size: ByteSize,
     pub tls: Option<RawListenTls>,
 }
 
@@ -28,10 +33,10 @@ impl Default for RawListen {
         RawListen {
             address: "127.0.0.1:6432".into(),
             max_connections: 10_000,
-            startup_timeout: "10s".into(),
-            idle_timeout: "0s".into(),
-            shutdown_timeout: "30s".into(),
-            max_message_size: "64MiB".into(),
+            startup_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(30),
+            max_message_size: ByteSize::mib(64),
             tls: None,
         }
     }
@@ -40,14 +45,15 @@ impl Default for RawListen {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListenTls {
-    #[serde(default = "default_listen_tls_mode")]
-    pub mode: String,
+    /// `allow` when the table is there; no table is `disable`.
+    #[serde(default = "default_listen_tls_mode", deserialize_with = "by_name")]
+    pub mode: ListenTlsMode,
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
 }
 
-fn default_listen_tls_mode() -> String {
-    "allow".into()
+fn default_listen_tls_mode() -> ListenTlsMode {
+    ListenTlsMode::Allow
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +83,9 @@ pub struct ListenConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `listen.tls.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ListenTlsMode {
     Disable,
     Allow,
@@ -88,29 +96,18 @@ impl TryFrom<&RawListen> for ListenConfig {
     type Error = ConfigError;
 
     fn try_from(raw: &RawListen) -> Result<Self, ConfigError> {
-        let tls_mode = match raw.tls.as_ref().map(|t| t.mode.as_str()) {
-            None | Some("disable") => ListenTlsMode::Disable,
-            Some("allow") => ListenTlsMode::Allow,
-            Some("require") => ListenTlsMode::Require,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "listen.tls.mode = {other:?}: expected \"disable\", \"allow\" or \"require\""
-                )));
-            }
-        };
+        let tls_mode = raw.tls.as_ref().map_or(ListenTlsMode::Disable, |t| t.mode);
         let tls = server_tls(tls_mode, raw.tls.as_ref())?;
         if raw.max_connections == 0 {
             return Err(invalid("listen.max_connections must be at least 1"));
         }
-        let idle = duration("listen.idle_timeout", &raw.idle_timeout)?;
         Ok(ListenConfig {
             address: raw.address.clone(),
             max_connections: raw.max_connections,
-            startup_timeout: duration("listen.startup_timeout", &raw.startup_timeout)?,
-            // 0 means never.
-            idle_timeout: (!idle.is_zero()).then_some(idle),
-            shutdown_timeout: duration("listen.shutdown_timeout", &raw.shutdown_timeout)?,
-            max_message_size: byte_size("listen.max_message_size", &raw.max_message_size)?,
+            startup_timeout: raw.startup_timeout,
+            idle_timeout: (!raw.idle_timeout.is_zero()).then_some(raw.idle_timeout),
+            shutdown_timeout: raw.shutdown_timeout,
+            max_message_size: message_size(raw.max_message_size)?,
             tls_mode,
             tls,
         })
@@ -141,25 +138,15 @@ fn server_tls(
     Ok(Some(config))
 }
 
-pub(super) fn byte_size(key: &str, value: &str) -> Result<usize, ConfigError> {
-    let v = value.trim();
-    let (num, mult) = if let Some(n) = v.strip_suffix("GiB") {
-        (n, 1usize << 30)
-    } else if let Some(n) = v.strip_suffix("MiB") {
-        (n, 1 << 20)
-    } else if let Some(n) = v.strip_suffix("KiB") {
-        (n, 1 << 10)
-    } else {
-        (v, 1)
-    };
-    num.trim()
-        .parse::<usize>()
+/// `listen.max_message_size`: at least 1KiB (a StartupMessage must fit),
+/// below 1GiB (PostgreSQL's own limit for one message).
+pub(super) fn message_size(size: ByteSize) -> Result<usize, ConfigError> {
+    usize::try_from(size.as_u64())
         .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .filter(|n| *n >= 1024 && *n < (1 << 30))
+        .filter(|n| (1 << 10..1 << 30).contains(n))
         .ok_or_else(|| {
             invalid(format!(
-                "{key} = {value:?} must be a size between 1KiB and 1GiB, like \"64MiB\""
+                "listen.max_message_size = \"{size}\" must be a size between 1KiB and 1GiB, like \"64MiB\""
             ))
         })
 }

@@ -6,19 +6,23 @@
 //! zone, and never absolute and weekly keys in one entry).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, duration, invalid};
+use super::{ConfigError, by_name, invalid};
 use crate::migration::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawMigration {
-    pub environment: String,
+    #[serde(deserialize_with = "by_name")]
+    pub environment: Environment,
     pub user: String,
-    pub grace: String,
-    pub leeway: String,
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
     pub keys: Vec<RawKey>,
     pub jwks: Vec<RawJwks>,
     pub windows: Vec<RawWindow>,
@@ -27,10 +31,10 @@ pub(super) struct RawMigration {
 impl Default for RawMigration {
     fn default() -> Self {
         RawMigration {
-            environment: "staging".into(),
+            environment: Environment::Staging,
             user: "migrator".into(),
-            grace: "5m".into(),
-            leeway: "30s".into(),
+            grace: Duration::from_secs(5 * 60),
+            leeway: Duration::from_secs(30),
             keys: Vec::new(),
             jwks: Vec::new(),
             windows: Vec::new(),
@@ -75,16 +79,6 @@ impl TryFrom<&RawMigration> for MigrationConfig {
     type Error = ConfigError;
 
     fn try_from(m: &RawMigration) -> Result<Self, ConfigError> {
-        let environment = match m.environment.as_str() {
-            "staging" => Environment::Staging,
-            "prod" => Environment::Prod,
-            "replica" => Environment::Replica,
-            other => {
-                return Err(invalid(format!(
-                    "migration.environment = {other:?}: expected \"staging\", \"prod\" or \"replica\""
-                )));
-            }
-        };
         if m.user.is_empty() {
             return Err(invalid("migration.user is empty"));
         }
@@ -107,10 +101,10 @@ impl TryFrom<&RawMigration> for MigrationConfig {
             .map(|(i, w)| window(i, w))
             .collect::<Result<_, _>>()?;
         Ok(MigrationConfig {
-            environment,
+            environment: m.environment,
             user: m.user.clone(),
-            grace: duration("migration.grace", &m.grace)?,
-            leeway: duration("migration.leeway", &m.leeway)?,
+            grace: m.grace,
+            leeway: m.leeway,
             keys,
             jwks,
             windows,

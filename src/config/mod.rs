@@ -251,8 +251,8 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
     let services = services::resolve(&raw.upstream, &raw.services, env)?;
     let migration = MigrationConfig::try_from(&raw.migration)?;
     let clients = clients::resolve(&raw.clients, &migration.user, &services, env)?;
-    let policy = PolicyConfig::try_from(&raw.policy)?;
-    let pool = PoolConfig::try_from(&raw.pool)?;
+    let policy = PolicyConfig::from(&raw.policy);
+    let pool = PoolConfig::from(&raw.pool);
     let access = Access::new(&migration).map_err(|e| invalid(e.0))?;
     Ok(Config {
         listen,
@@ -268,11 +268,17 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
     })
 }
 
-/// A duration key's value (`"30s"`, `"5m"`, `"1h"`).
-fn duration(key: &str, value: &str) -> Result<std::time::Duration, ConfigError> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        invalid(format!(
-            "{key} = {value:?} is not a duration like \"30s\": {e}"
-        ))
-    })
+/// `deserialize_with` for a mode enum given by name (`tls = "verify-ca"`).
+/// The config crate's own enum support reports a bad value as "enum X does
+/// not have variant constructor y"; reading a string first lets serde say
+/// "unknown variant `y`, expected one of `a`, `b`", and the config crate
+/// appends "for key `section.key`".
+fn by_name<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    use serde::de::IntoDeserializer;
+    let name = String::deserialize(d)?;
+    T::deserialize(name.as_str().into_deserializer())
 }

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, wrap_config_error};
+use super::{ConfigError, by_name, wrap_config_error};
 use crate::policy::Switches;
 
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawPolicy {
-    pub mode: String,
+    #[serde(deserialize_with = "by_name")]
+    pub mode: PolicyMode,
     pub allow_temp_tables: bool,
     pub allow_truncate: bool,
     pub allow_maintenance: bool,
@@ -22,7 +23,7 @@ pub(super) struct RawPolicy {
 impl Default for RawPolicy {
     fn default() -> Self {
         RawPolicy {
-            mode: "enforce".into(),
+            mode: PolicyMode::Enforce,
             allow_temp_tables: false,
             allow_truncate: false,
             allow_maintenance: false,
@@ -31,7 +32,10 @@ impl Default for RawPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `policy.mode`: `report` refuses nothing but logs and counts every
+/// would-be refusal, for rolling rolegate out beside a live application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PolicyMode {
     #[default]
     Enforce,
@@ -47,25 +51,15 @@ pub struct PolicyConfig {
     pub allow_call: Vec<String>,
 }
 
-impl TryFrom<&RawPolicy> for PolicyConfig {
-    type Error = ConfigError;
-
-    fn try_from(p: &RawPolicy) -> Result<Self, ConfigError> {
-        Ok(PolicyConfig {
-            mode: match p.mode.as_str() {
-                "enforce" => PolicyMode::Enforce,
-                "report" => PolicyMode::Report,
-                other => {
-                    return Err(invalid(format!(
-                        "policy.mode = {other:?}: expected \"enforce\" or \"report\""
-                    )));
-                }
-            },
+impl From<&RawPolicy> for PolicyConfig {
+    fn from(p: &RawPolicy) -> Self {
+        PolicyConfig {
+            mode: p.mode,
             allow_temp_tables: p.allow_temp_tables,
             allow_truncate: p.allow_truncate,
             allow_maintenance: p.allow_maintenance,
             allow_call: p.allow_call.clone(),
-        })
+        }
     }
 }
 
@@ -82,7 +76,7 @@ pub fn load_policy(path: &Path) -> Result<PolicyConfig, ConfigError> {
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(|e| wrap_config_error(Some(path), e))?;
-    PolicyConfig::try_from(&only.policy)
+    Ok(PolicyConfig::from(&only.policy))
 }
 
 impl From<&PolicyConfig> for Switches {

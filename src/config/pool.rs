@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, duration};
-
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawPool {
     pub enabled: bool,
     pub max_idle: usize,
-    pub idle_timeout: String,
-    pub max_lifetime: String,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
 }
 
 impl Default for RawPool {
@@ -21,8 +21,8 @@ impl Default for RawPool {
         RawPool {
             enabled: true,
             max_idle: 100,
-            idle_timeout: "5m".into(),
-            max_lifetime: "1h".into(),
+            idle_timeout: Duration::from_secs(5 * 60),
+            max_lifetime: Duration::from_secs(60 * 60),
         }
     }
 }
@@ -39,16 +39,14 @@ pub struct PoolConfig {
     pub max_lifetime: Duration,
 }
 
-impl TryFrom<&RawPool> for PoolConfig {
-    type Error = ConfigError;
-
-    fn try_from(raw: &RawPool) -> Result<Self, ConfigError> {
-        Ok(PoolConfig {
+impl From<&RawPool> for PoolConfig {
+    fn from(raw: &RawPool) -> Self {
+        PoolConfig {
             // Keeping no idle connection is no pool at all.
             enabled: raw.enabled && raw.max_idle > 0,
             max_idle: raw.max_idle,
-            idle_timeout: duration("pool.idle_timeout", &raw.idle_timeout)?,
-            max_lifetime: duration("pool.max_lifetime", &raw.max_lifetime)?,
-        })
+            idle_timeout: raw.idle_timeout,
+            max_lifetime: raw.max_lifetime,
+        }
     }
 }

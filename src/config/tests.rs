@@ -1,7 +1,9 @@
 //! Unit tests of loading: the env contract, precedence, secrets, relative
-//! paths, windows, sizes, and the example config.
+//! paths, windows, typed values (sizes, durations, modes), and the example
+//! config.
 
-use super::listen::byte_size;
+use std::time::Duration;
+
 use super::migration::{RawWindow, window};
 use super::*;
 use crate::client_auth::ScramVerifier;
@@ -245,9 +247,112 @@ fn client_secret_errors_name_the_key() {
     assert!(!text.contains("]_file"), "{text}");
 }
 
+/// A sidecar configured by the environment alone, plus `extra`.
+fn load_sidecar(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut pairs = vec![
+        ("PG_NAME", "app"),
+        ("PG_RUNTIME_USER", "app_user"),
+        ("PG_RUNTIME_PASSWORD", "r"),
+    ];
+    pairs.extend_from_slice(extra);
+    load_env(&pairs)
+}
+
 #[test]
 fn sizes_parse() {
-    assert_eq!(byte_size("k", "64MiB").ok(), Some(64 << 20));
-    assert!(byte_size("k", "2GiB").is_err());
-    assert!(byte_size("k", "lots").is_err());
+    let size = |v: &str| {
+        load_sidecar(&[("ROLEGATE__LISTEN__MAX_MESSAGE_SIZE", v)])
+            .map(|c| c.listen.max_message_size)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(size("64MiB").ok(), Some(64 << 20));
+    assert_eq!(size("1 MiB").ok(), Some(1 << 20));
+    assert_eq!(size("16KiB").ok(), Some(16 << 10));
+    assert_eq!(size("4096").ok(), Some(4096));
+    let e = size("2GiB").expect_err("too big");
+    assert!(e.contains("listen.max_message_size"), "{e}");
+    let e = size("lots").expect_err("not a size");
+    assert!(
+        e.contains("listen.max_message_size") && e.contains("lots"),
+        "{e}"
+    );
+    assert!(size("512").is_err());
+}
+
+#[test]
+fn durations_parse_in_the_documented_spellings() {
+    let idle = |v: &str| {
+        load_sidecar(&[("ROLEGATE__LISTEN__IDLE_TIMEOUT", v)])
+            .map(|c| c.listen.idle_timeout)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(idle("0s"), Ok(None));
+    assert_eq!(idle("0"), Ok(None));
+    assert_eq!(idle("30s"), Ok(Some(Duration::from_secs(30))));
+    assert_eq!(idle("5m"), Ok(Some(Duration::from_secs(300))));
+    assert_eq!(idle("1h"), Ok(Some(Duration::from_secs(3600))));
+    assert_eq!(idle("1h 30m"), Ok(Some(Duration::from_secs(5400))));
+    let e = idle("soon").expect_err("not a duration");
+    assert!(
+        e.contains("listen.idle_timeout") && e.contains("soon"),
+        "{e}"
+    );
+    // The built-in defaults.
+    let c = load_sidecar(&[]).expect("loads");
+    assert_eq!(c.listen.startup_timeout, Duration::from_secs(10));
+    assert_eq!(c.listen.idle_timeout, None);
+    assert_eq!(c.listen.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(c.listen.max_message_size, 64 << 20);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.migration.grace, Duration::from_secs(300));
+    assert_eq!(c.migration.leeway, Duration::from_secs(30));
+    assert_eq!(c.pool.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.pool.max_lifetime, Duration::from_secs(3600));
+}
+
+#[test]
+fn env_strings_reach_typed_keys() {
+    let c = load_sidecar(&[
+        ("ROLEGATE__LISTEN__MAX_CONNECTIONS", "500"),
+        ("ROLEGATE__UPSTREAM__TLS", "disable"),
+        ("ROLEGATE__UPSTREAM__STRICT", "true"),
+        ("ROLEGATE__MIGRATION__ENVIRONMENT", "prod"),
+        ("ROLEGATE__POLICY__MODE", "report"),
+        ("ROLEGATE__POLICY__ALLOW_TRUNCATE", "true"),
+        ("ROLEGATE__POOL__ENABLED", "false"),
+    ])
+    .expect("loads");
+    assert_eq!(c.listen.max_connections, 500);
+    assert_eq!(c.listen.tls_mode, ListenTlsMode::Disable);
+    assert_eq!(c.upstream.tls_mode, crate::tls::UpstreamTlsMode::Disable);
+    assert!(c.upstream.strict);
+    assert_eq!(c.migration.environment, crate::migration::Environment::Prod);
+    assert_eq!(c.policy.mode, PolicyMode::Report);
+    assert!(c.policy.allow_truncate);
+    assert!(!c.pool.enabled);
+}
+
+#[test]
+fn modes_outside_their_set_name_the_key_and_the_value() {
+    for (var, key) in [
+        ("ROLEGATE__LISTEN__TLS__MODE", "listen.tls.mode"),
+        ("ROLEGATE__UPSTREAM__TLS", "upstream.tls"),
+        ("ROLEGATE__MIGRATION__ENVIRONMENT", "migration.environment"),
+        ("ROLEGATE__POLICY__MODE", "policy.mode"),
+    ] {
+        let e = load_sidecar(&[(var, "sometimes")])
+            .expect_err("a bad mode")
+            .to_string();
+        assert!(e.contains(key) && e.contains("sometimes"), "{e}");
+        assert!(!e.contains("variant constructor"), "{e}");
+    }
+    // Spellings are exact, as documented.
+    assert!(load_sidecar(&[("ROLEGATE__UPSTREAM__TLS", "Verify-Full")]).is_err());
+    let c = load_sidecar(&[
+        ("ROLEGATE__LISTEN__TLS__MODE", "disable"),
+        ("ROLEGATE__UPSTREAM__TLS", "require"),
+    ])
+    .expect("loads");
+    assert_eq!(c.listen.tls_mode, ListenTlsMode::Disable);
+    assert_eq!(c.upstream.tls_mode, crate::tls::UpstreamTlsMode::Require);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::services::RawCredentials;
-use super::{ConfigError, duration, invalid};
+use super::{ConfigError, by_name, invalid};
 use crate::tls::{self, UpstreamTlsMode};
 
 #[derive(Debug, Deserialize)]
@@ -19,10 +19,12 @@ pub(super) struct RawUpstream {
     pub host: String,
     pub port: u16,
     pub database: Option<String>,
-    pub tls: String,
+    #[serde(deserialize_with = "by_name")]
+    pub tls: UpstreamTlsMode,
     pub ca_file: Option<PathBuf>,
     pub strict: bool,
-    pub connect_timeout: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     pub runtime: RawCredentials,
     pub migration: RawCredentials,
 }
@@ -33,10 +35,10 @@ impl Default for RawUpstream {
             host: "127.0.0.1".into(),
             port: 5432,
             database: None,
-            tls: "prefer".into(),
+            tls: UpstreamTlsMode::Prefer,
             ca_file: None,
             strict: false,
-            connect_timeout: "5s".into(),
+            connect_timeout: Duration::from_secs(5),
             runtime: RawCredentials::default(),
             migration: RawCredentials::default(),
         }
@@ -56,12 +58,7 @@ impl TryFrom<&RawUpstream> for UpstreamConfig {
     type Error = ConfigError;
 
     fn try_from(up: &RawUpstream) -> Result<Self, ConfigError> {
-        let tls_mode: UpstreamTlsMode = up.tls.parse().map_err(|_| {
-            invalid(format!(
-                "upstream.tls = {:?}: expected disable, prefer, require, verify-ca or verify-full",
-                up.tls
-            ))
-        })?;
+        let tls_mode = up.tls;
         if matches!(
             tls_mode,
             UpstreamTlsMode::VerifyCa | UpstreamTlsMode::VerifyFull
@@ -69,7 +66,7 @@ impl TryFrom<&RawUpstream> for UpstreamConfig {
         {
             return Err(invalid(format!(
                 "upstream.tls = {:?} needs upstream.ca_file (the CA that signed the server's certificate)",
-                up.tls
+                tls_mode.as_str()
             )));
         }
         let tls = tls::UpstreamTls::new(tls_mode, up.ca_file.as_deref()).map_err(|e| {
@@ -86,7 +83,7 @@ impl TryFrom<&RawUpstream> for UpstreamConfig {
             ca_file: up.ca_file.clone(),
             tls: Arc::new(tls),
             strict: up.strict,
-            connect_timeout: duration("upstream.connect_timeout", &up.connect_timeout)?,
+            connect_timeout: up.connect_timeout,
         })
     }
 }
