@@ -79,7 +79,7 @@ pub(super) fn read_file(key: &str, path: &Path) -> Result<Secret, ConfigError> {
 }
 
 /// One credential's three secret sources, as the merged layers left them.
-pub(super) struct Sources<'a> {
+pub(super) struct SecretSources<'a> {
     pub inline: &'a mut Option<String>,
     pub env: &'a mut Option<String>,
     pub file: &'a mut Option<PathBuf>,
@@ -94,7 +94,7 @@ pub(super) struct Sources<'a> {
 /// highest first. The merged config cannot tell layers apart, hence the
 /// second look at the environment.
 pub(super) fn keep_highest_layer(
-    sources: Sources<'_>,
+    sources: SecretSources<'_>,
     prefix: &str,
     layers: &[&Map<String, String>],
 ) {

@@ -64,7 +64,7 @@ impl RawUpstream {
             ("UPSTREAM__RUNTIME", &mut self.runtime),
             ("UPSTREAM__MIGRATION", &mut self.migration),
         ] {
-            let sources = secret::Sources {
+            let sources = secret::SecretSources {
                 inline: &mut c.password,
                 env: &mut c.password_env,
                 file: &mut c.password_file,
