@@ -4,7 +4,6 @@
 //! Only the `ring` provider is compiled in, so no C toolchain is needed.
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
@@ -69,8 +68,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// `upstream.tls`: libpq's `sslmode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `upstream.tls`: libpq's `sslmode` values, spelled as libpq does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum UpstreamTlsMode {
     Disable,
     Prefer,
@@ -79,17 +79,16 @@ pub enum UpstreamTlsMode {
     VerifyFull,
 }
 
-impl FromStr for UpstreamTlsMode {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        Ok(match s {
-            "disable" => Self::Disable,
-            "prefer" => Self::Prefer,
-            "require" => Self::Require,
-            "verify-ca" => Self::VerifyCa,
-            "verify-full" => Self::VerifyFull,
-            _ => return Err(()),
-        })
+impl UpstreamTlsMode {
+    /// The config (and libpq) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+            Self::VerifyCa => "verify-ca",
+            Self::VerifyFull => "verify-full",
+        }
     }
 }
 

@@ -1,18 +1,22 @@
 //! Migration access: who may log in as the migration user, and until when.
 //!
-//! [`Access`] is built once per (re)loaded config from
-//! [`MigrationConfig`](crate::config::MigrationConfig) and answers one
-//! question per migration login, [`Access::admit`]: given the token presented
-//! as the password and the current instant, is this login admitted, for whom,
-//! for which service, and until when — or which [`Refusal`] (SQLSTATE, reason)
-//! does the client get. It does no I/O and reads no clock: `now` is injected.
+//! [`Access`] is built once per (re)loaded config from a [`MigrationConfig`]
+//! and answers one question per migration login, [`Access::admit`]: given
+//! the token presented as the password and the current instant, is this
+//! login admitted, for whom, for which service, and until when — or which
+//! [`Refusal`] (SQLSTATE, reason) does the client get. It does no I/O and
+//! reads no clock: `now` is injected.
 //!
 //! Files:
 //! * `mod.rs` (this file): the decision — order of checks, environment
 //!   governance (`staging` / `prod` / `replica`), refusal kinds and messages,
 //!   and how the token narrows the window.
-//! * [`token`]: JWT verification (keys, JWKS, claims) and the
-//!   `rolegate token keygen` / `issue` pieces.
+//! * [`token`]: the JWT: `token/verify.rs` checks one at login
+//!   ([`token::Keyring`]), `token/claims.rs` says what its claims must be,
+//!   `token/keys.rs` parses the configured keys and JWKS, and
+//!   `token/mint.rs` holds the `rolegate token keygen` / `issue` pieces.
+//! * [`settings`]: the resolved `[migration]` settings ([`MigrationConfig`],
+//!   [`Environment`], keys, windows) that the configuration produces.
 //! * [`window`]: window arithmetic (weekly windows in their time zone, DST,
 //!   chained windows, next opening).
 //!
@@ -43,14 +47,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::config::{Environment, MigrationConfig};
-
+pub mod settings;
 pub mod token;
 pub mod window;
 
 #[cfg(test)]
 mod tests;
 
+pub use settings::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 pub use window::WindowState;
 
 /// SQLSTATE `invalid_password`: the token is bad, expired, or not good
@@ -281,9 +285,5 @@ fn plus(t: Timestamp, d: Duration) -> Timestamp {
 
 /// The config spelling of an environment, as carried in the `env` claim.
 pub fn environment_name(e: Environment) -> &'static str {
-    match e {
-        Environment::Staging => "staging",
-        Environment::Prod => "prod",
-        Environment::Replica => "replica",
-    }
+    e.as_str()
 }

@@ -11,9 +11,9 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
+use super::settings::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 use super::token::{self, IssueOptions};
 use super::*;
-use crate::config::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 
 /// A throwaway 2048-bit RSA key, used only to sign RS256 test tokens
 /// (ring cannot generate RSA keys).

@@ -41,7 +41,7 @@ use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::{Disambiguation, TimeZone};
 use jiff::{SignedDuration, Timestamp};
 
-use crate::config::Window;
+use super::settings::Window;
 
 /// How far ahead an open period is followed through chained windows.
 pub const MAX_LOOKAHEAD_DAYS: i64 = 400;

@@ -1,0 +1,358 @@
+//! Unit tests of loading: the env contract, precedence, secrets, relative
+//! paths, windows, typed values (sizes, durations, modes), and the example
+//! config.
+
+use std::time::Duration;
+
+use super::migration::{RawWindow, window};
+use super::*;
+use crate::client_auth::ScramVerifier;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load_env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::load(&Sources {
+        file: None,
+        env: env(pairs),
+    })
+}
+
+#[test]
+fn env_contract_alone_configures_a_sidecar() {
+    let c = load_env(&[
+        ("PG_HOST", "db.internal"),
+        ("PG_PORT", "6543"),
+        ("PG_NAME", "app"),
+        ("PG_RUNTIME_USER", "app_user"),
+        ("PG_RUNTIME_PASSWORD", "1e5"),
+        ("PG_MIGRATION_USER", "app_migrator"),
+        ("PG_MIGRATION_PASSWORD", "m"),
+        ("PG_MIGRATION_HOST", "primary.internal"),
+    ])
+    .expect("loads");
+    let s = &c.services[DEFAULT_SERVICE];
+    assert_eq!(s.runtime.host, "db.internal");
+    assert_eq!(s.runtime.port, 6543);
+    assert_eq!(s.runtime.database, "app");
+    // Numbers-looking passwords stay strings.
+    assert_eq!(s.runtime.password.as_ref().map(Secret::expose), Some("1e5"));
+    let m = s.migration.as_ref().expect("migration");
+    assert_eq!(m.host, "primary.internal");
+    assert_eq!(m.user, "app_migrator");
+}
+
+#[test]
+fn url_and_rolegate_keys_take_precedence() {
+    let c = load_env(&[
+        ("PG_RUNTIME_USER", "ignored"),
+        (
+            "ROLEGATE_RUNTIME_URL",
+            "postgres://app%40user:p%2Fw@h1:5433/appdb",
+        ),
+        ("ROLEGATE__UPSTREAM__RUNTIME__HOST", "h2"),
+    ])
+    .expect("loads");
+    let r = &c.services[DEFAULT_SERVICE].runtime;
+    assert_eq!(r.user, "app@user");
+    assert_eq!(r.password.as_ref().map(Secret::expose), Some("p/w"));
+    assert_eq!(r.host, "h2");
+    assert_eq!(r.port, 5433);
+    assert_eq!(r.database, "appdb");
+}
+
+#[test]
+fn same_role_for_runtime_and_migration_is_refused() {
+    let e = load_env(&[("PG_NAME", "app"), ("PG_USER", "app"), ("PG_PASSWORD", "x")])
+        .expect_err("must refuse");
+    let msg = e.to_string();
+    assert!(msg.contains("upstream.runtime.user"), "{msg}");
+    assert!(msg.contains("upstream.migration.user"), "{msg}");
+}
+
+#[test]
+fn missing_secret_env_is_named() {
+    let e = load_env(&[
+        ("PG_NAME", "app"),
+        ("ROLEGATE__UPSTREAM__RUNTIME__USER", "u"),
+        ("ROLEGATE__UPSTREAM__RUNTIME__PASSWORD_ENV", "NOPE_NOT_SET"),
+    ])
+    .expect_err("must refuse");
+    assert!(e.to_string().contains("NOPE_NOT_SET"), "{e}");
+}
+
+#[test]
+fn windows_are_validated() {
+    let ok = RawWindow {
+        start: None,
+        end: None,
+        days: Some(vec!["sat".into(), "Sunday".into()]),
+        from: Some("02:00".into()),
+        to: Some("04:00".into()),
+        timezone: Some("Europe/Berlin".into()),
+    };
+    assert!(window(0, &ok).is_ok());
+    let mixed = RawWindow {
+        start: Some("2026-11-29T02:00:00Z".into()),
+        ..ok
+    };
+    assert!(window(0, &mixed).is_err());
+    let backwards = RawWindow {
+        start: Some("2026-11-29T04:00:00Z".into()),
+        end: Some("2026-11-29T02:00:00Z".into()),
+        days: None,
+        from: None,
+        to: None,
+        timezone: None,
+    };
+    assert!(
+        window(1, &backwards)
+            .unwrap_err()
+            .to_string()
+            .contains("windows[1]")
+    );
+}
+
+#[test]
+fn example_config_documents_only_real_keys() {
+    // Every key in the reference file must be one the loader knows
+    // (unknown keys are errors), and its values must resolve.
+    let text = include_str!("../../config/rolegate.example.toml");
+    let raw: RawConfig = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .expect("example parses");
+    assert_eq!(raw.clients.len(), 2);
+    assert_eq!(raw.migration.windows.len(), 2);
+    for (i, w) in raw.migration.windows.iter().enumerate() {
+        window(i, w).expect("example window is valid");
+    }
+    assert!(ScramVerifier::parse(raw.clients[0].password_scram.as_deref().unwrap_or("")).is_ok());
+}
+
+/// A config file in its own directory, loaded from elsewhere.
+fn load_file(
+    text: &str,
+    files: &[(&str, &str)],
+    pairs: &[(&str, &str)],
+) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().expect("dir");
+    for (name, body) in files {
+        let path = dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, body).expect("write");
+    }
+    let config = dir.path().join("rolegate.toml");
+    std::fs::write(&config, text).expect("config");
+    Config::load(&Sources {
+        file: Some(config),
+        env: env(pairs),
+    })
+}
+
+const FILE_SECRETS: &str = r#"
+[upstream]
+database = "app"
+[upstream.runtime]
+user = "app_user"
+password_file = "secrets/runtime"
+[upstream.migration]
+user = "app_migrator"
+password_env = "MIGRATOR_PW"
+"#;
+
+#[test]
+fn relative_paths_resolve_from_the_config_directory() {
+    let c = load_file(
+        FILE_SECRETS,
+        &[("secrets/runtime", "from-file\n")],
+        &[("MIGRATOR_PW", "m")],
+    )
+    .expect("a relative password_file next to the config loads");
+    let s = &c.services[DEFAULT_SERVICE];
+    assert_eq!(
+        s.runtime.password.as_ref().map(Secret::expose),
+        Some("from-file")
+    );
+}
+
+#[test]
+fn a_higher_layer_secret_replaces_the_lower_source() {
+    // The file says password_file / password_env; the environment's
+    // PG_*_PASSWORD replaces them (no "set only one" error).
+    let c = load_file(
+        FILE_SECRETS,
+        &[],
+        &[
+            ("PG_RUNTIME_PASSWORD", "from-env"),
+            ("PG_MIGRATION_PASSWORD", "mig-env"),
+        ],
+    )
+    .expect("env replaces the file's secret source");
+    let s = &c.services[DEFAULT_SERVICE];
+    assert_eq!(
+        s.runtime.password.as_ref().map(Secret::expose),
+        Some("from-env")
+    );
+    let m = s.migration.as_ref().expect("migration");
+    assert_eq!(m.password.as_ref().map(Secret::expose), Some("mig-env"));
+    // ROLEGATE__ is higher still.
+    let c = load_file(
+        FILE_SECRETS,
+        &[("other", "from-rolegate-file")],
+        &[
+            ("PG_RUNTIME_PASSWORD", "from-env"),
+            ("MIGRATOR_PW", "m"),
+            ("ROLEGATE__UPSTREAM__RUNTIME__PASSWORD_FILE", "other"),
+        ],
+    )
+    .expect("ROLEGATE__ replaces PG_*");
+    let s = &c.services[DEFAULT_SERVICE];
+    assert_eq!(
+        s.runtime.password.as_ref().map(Secret::expose),
+        Some("from-rolegate-file")
+    );
+    // Two sources within one layer stay an error naming both.
+    let e = load_file(
+        "[upstream]\ndatabase = \"app\"\n[upstream.runtime]\nuser = \"u\"\npassword = \"a\"\npassword_file = \"b\"\n",
+        &[],
+        &[],
+    )
+    .expect_err("two sources in the file");
+    let text = e.to_string();
+    assert!(text.contains("upstream.runtime.password"), "{text}");
+    assert!(text.contains("password_file"), "{text}");
+}
+
+#[test]
+fn client_secret_errors_name_the_key() {
+    let text = format!(
+        "{FILE_SECRETS}\n[[clients]]\nname = \"a\"\npassword_env = \"A\"\n[[clients]]\nname = \"b\"\npassword_file = \"missing\"\n"
+    );
+    let e = load_file(
+        &text,
+        &[("secrets/runtime", "x")],
+        &[("MIGRATOR_PW", "m"), ("A", "a")],
+    )
+    .expect_err("missing client secret file");
+    let text = e.to_string();
+    assert!(text.contains("clients[1].password_file"), "{text}");
+    assert!(!text.contains("]_file"), "{text}");
+}
+
+/// A sidecar configured by the environment alone, plus `extra`.
+fn load_sidecar(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let mut pairs = vec![
+        ("PG_NAME", "app"),
+        ("PG_RUNTIME_USER", "app_user"),
+        ("PG_RUNTIME_PASSWORD", "r"),
+    ];
+    pairs.extend_from_slice(extra);
+    load_env(&pairs)
+}
+
+#[test]
+fn sizes_parse() {
+    let size = |v: &str| {
+        load_sidecar(&[("ROLEGATE__LISTEN__MAX_MESSAGE_SIZE", v)])
+            .map(|c| c.listen.max_message_size)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(size("64MiB").ok(), Some(64 << 20));
+    assert_eq!(size("1 MiB").ok(), Some(1 << 20));
+    assert_eq!(size("16KiB").ok(), Some(16 << 10));
+    assert_eq!(size("4096").ok(), Some(4096));
+    let e = size("2GiB").expect_err("too big");
+    assert!(e.contains("listen.max_message_size"), "{e}");
+    let e = size("lots").expect_err("not a size");
+    assert!(
+        e.contains("listen.max_message_size") && e.contains("lots"),
+        "{e}"
+    );
+    assert!(size("512").is_err());
+}
+
+#[test]
+fn durations_parse_in_the_documented_spellings() {
+    let idle = |v: &str| {
+        load_sidecar(&[("ROLEGATE__LISTEN__IDLE_TIMEOUT", v)])
+            .map(|c| c.listen.idle_timeout)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(idle("0s"), Ok(None));
+    assert_eq!(idle("0"), Ok(None));
+    assert_eq!(idle("30s"), Ok(Some(Duration::from_secs(30))));
+    assert_eq!(idle("5m"), Ok(Some(Duration::from_secs(300))));
+    assert_eq!(idle("1h"), Ok(Some(Duration::from_secs(3600))));
+    assert_eq!(idle("1h 30m"), Ok(Some(Duration::from_secs(5400))));
+    let e = idle("soon").expect_err("not a duration");
+    assert!(
+        e.contains("listen.idle_timeout") && e.contains("soon"),
+        "{e}"
+    );
+    // The built-in defaults.
+    let c = load_sidecar(&[]).expect("loads");
+    assert_eq!(c.listen.startup_timeout, Duration::from_secs(10));
+    assert_eq!(c.listen.idle_timeout, None);
+    assert_eq!(c.listen.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(c.listen.max_message_size, 64 << 20);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.migration.grace, Duration::from_secs(300));
+    assert_eq!(c.migration.leeway, Duration::from_secs(30));
+    assert_eq!(c.pool.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.pool.max_lifetime, Duration::from_secs(3600));
+}
+
+#[test]
+fn env_strings_reach_typed_keys() {
+    let c = load_sidecar(&[
+        ("ROLEGATE__LISTEN__MAX_CONNECTIONS", "500"),
+        ("ROLEGATE__UPSTREAM__TLS", "disable"),
+        ("ROLEGATE__UPSTREAM__STRICT", "true"),
+        ("ROLEGATE__MIGRATION__ENVIRONMENT", "prod"),
+        ("ROLEGATE__POLICY__MODE", "report"),
+        ("ROLEGATE__POLICY__ALLOW_TRUNCATE", "true"),
+        ("ROLEGATE__POOL__ENABLED", "false"),
+    ])
+    .expect("loads");
+    assert_eq!(c.listen.max_connections, 500);
+    assert_eq!(c.listen.tls_mode, ListenTlsMode::Disable);
+    assert_eq!(c.upstream.tls_mode, crate::tls::UpstreamTlsMode::Disable);
+    assert!(c.upstream.strict);
+    assert_eq!(c.migration.environment, crate::migration::Environment::Prod);
+    assert_eq!(c.policy.mode, PolicyMode::Report);
+    assert!(c.policy.allow_truncate);
+    assert!(!c.pool.enabled);
+}
+
+#[test]
+fn modes_outside_their_set_name_the_key_and_the_value() {
+    for (var, key) in [
+        ("ROLEGATE__LISTEN__TLS__MODE", "listen.tls.mode"),
+        ("ROLEGATE__UPSTREAM__TLS", "upstream.tls"),
+        ("ROLEGATE__MIGRATION__ENVIRONMENT", "migration.environment"),
+        ("ROLEGATE__POLICY__MODE", "policy.mode"),
+    ] {
+        let e = load_sidecar(&[(var, "sometimes")])
+            .expect_err("a bad mode")
+            .to_string();
+        assert!(e.contains(key) && e.contains("sometimes"), "{e}");
+        assert!(!e.contains("variant constructor"), "{e}");
+    }
+    // Spellings are exact, as documented.
+    assert!(load_sidecar(&[("ROLEGATE__UPSTREAM__TLS", "Verify-Full")]).is_err());
+    let c = load_sidecar(&[
+        ("ROLEGATE__LISTEN__TLS__MODE", "disable"),
+        ("ROLEGATE__UPSTREAM__TLS", "require"),
+    ])
+    .expect("loads");
+    assert_eq!(c.listen.tls_mode, ListenTlsMode::Disable);
+    assert_eq!(c.upstream.tls_mode, crate::tls::UpstreamTlsMode::Require);
+}
