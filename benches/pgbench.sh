@@ -40,7 +40,8 @@
 #                       sampled into the JSON
 #   SOAK_SAMPLE_EVERY [30]  seconds between the soak's RSS samples
 #   OUT [benches/results/latest.json]  where the JSON report goes
-#   KEEP_TMP [0]        1: keep the temporary directory (logs, configs) for debugging
+#   KEEP_TMP [0]        1: keep the temporary directory (logs, configs) for debugging;
+#                       it is also kept after an error or a failed pgbench run
 #
 # Needs cargo, python3, openssl, taskset (util-linux) and the PostgreSQL
 # server binaries; installs PostgreSQL, PgBouncer and HAProxy with apt-get
@@ -157,6 +158,7 @@ PG_PID=""
 HAP_PID=""
 IDLE_PID=""
 SOAK_PID=""
+FAILED_RUNS=0
 declare -A RG_PID=() RG_PORT=() RG_ADMIN=() PGB_PID=() PGB_PORT=()
 
 stop_pid() { # pid signal seconds: signal, wait up to N seconds, then SIGKILL
@@ -182,8 +184,10 @@ cleanup() {
     stop_pid "$PG_PID" INT 20
     wait 2>/dev/null || true
     if [[ -n $TMP && -d $TMP ]]; then
-        if [[ $KEEP_TMP == 1 ]] || ((rc != 0 && rc != 130)); then
-            # Keep the logs after a failure (not after Ctrl-C): they say why.
+        if [[ $KEEP_TMP == 1 ]] || ((rc != 130 && (rc != 0 || FAILED_RUNS > 0))); then
+            # Keep the logs after a failure or a failed run (not after
+            # Ctrl-C): they say why (failed-*.out: pgbench's output).
+            ((FAILED_RUNS == 0)) || echo "pgbench.sh: $FAILED_RUNS pgbench run(s) failed" >&2
             echo "pgbench.sh: logs and configs kept in $TMP (remove it by hand)" >&2
         else
             rm -rf "$TMP"
@@ -250,7 +254,9 @@ PSQL=$BINDIR/psql
 PGBENCH=$BINDIR/pgbench
 command -v pgbouncer >/dev/null || apt_install pgbouncer
 PGBOUNCER=$(command -v pgbouncer) || die "pgbouncer not found; apt-get install pgbouncer"
-PGB_VERSION=$("$PGBOUNCER" --version | head -1 | awk '{print $2}')
+# (No `| head -1` on a producer anywhere: with pipefail, a producer killed by
+# SIGPIPE after head exits fails the pipeline, and set -e the script.)
+PGB_VERSION=$("$PGBOUNCER" --version | awk 'NR == 1 {print $2}')
 # 1.18 is the first release this script was written against (SCRAM both ways,
 # client TLS settings as used below).
 python3 - "$PGB_VERSION" <<'EOF' || die "PgBouncer $PGB_VERSION is too old; 1.18 or newer is needed"
@@ -266,7 +272,7 @@ if [[ -z $HAPROXY ]]; then
     HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
     [[ -x $HAPROXY ]] || die "haproxy still not found after installing (apt-get install haproxy)"
 fi
-HAP_VERSION=$("$HAPROXY" -v | head -1 | sed -E 's/^HA-?Proxy version ([^ ]+).*/\1/')
+HAP_VERSION=$("$HAPROXY" -v | sed -n -E '1s/^HA-?Proxy version ([^ ]+).*/\1/p')
 
 # Every login is a TCP connection; 1,000 idle sessions need ~2,000 descriptors
 # in each proxy, 256 clients ~512.
@@ -799,7 +805,7 @@ pin_end() {
 }
 
 field() { # regex-with-one-group file
-    sed -n -E "s/$1/\\1/p" "$2" | head -1
+    sed -n -E "s/$1/\\1/p" "$2" | sed -n 1p
 }
 
 one_run() { # round leg workload target position
@@ -860,6 +866,7 @@ one_run() { # round leg workload target position
     if [[ -n $refused && $refused != 0 ]]; then
         warn "round $round $leg $w on rolegate: the policy refused $refused statement(s); see $TMP/rolegate-$leg.log"
     fi
+    [[ $status == ok ]] || FAILED_RUNS=$((FAILED_RUNS + 1))
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$leg" "$w" "$target" \
         "$pos" "$tps" "$lat" "$txns" "$failed" "$stmts" "$cpu_ms" "$rss0" "$rss1" "$conn" "$conn0" "$allowed" "$refused" \
         "$pinned" "$status" "$err" >>"$RESULTS"
@@ -935,8 +942,8 @@ check_path() { # leg target
         "$PSQL" -X -A -t -h 127.0.0.1 -p "$(target_port "$leg" "$target")" -U "$(target_user "$leg" "$target")" \
         -d "$DB" -c "select ssl from pg_stat_ssl where pid = pg_backend_pid()" -c '\conninfo' 2>&1) ||
         die "cannot query through $target ($leg):\n$out"
-    server=$(echo "$out" | head -1)
-    if echo "$out" | grep -q "SSL connection"; then client=t; else client=f; fi
+    server=${out%%$'\n'*}
+    if [[ $out == *"SSL connection"* ]]; then client=t; else client=f; fi
     meta "legs.$leg.client_tls.$target" "$client"
     meta "legs.$leg.upstream_tls.$target" "$server"
     if [[ $leg == plain && ($client != f || $server != f) ]]; then
@@ -1111,6 +1118,7 @@ soak() {
         cp "$out" "$TMP/failed-soak.out"
         warn "soak: pgbench failed (exit $rc): $(grep -m3 -i -e error -e abort "$out" | tr '\n' ' ')"
         meta soak.status failed
+        FAILED_RUNS=$((FAILED_RUNS + 1))
     else
         meta soak.status ok
     fi
