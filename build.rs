@@ -11,15 +11,26 @@ fn main() {
         .filter(|c| !c.is_empty() && c != "unknown");
     let commit = given.unwrap_or_else(|| git_commit().unwrap_or_else(|| "unknown".to_owned()));
     println!("cargo:rustc-env=ROLEGATE_GIT_COMMIT={commit}");
-    // A new commit changes the ref HEAD points to.
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+    // A new commit changes the ref HEAD points to. Asked of git, not
+    // assumed to be `.git/…`: in a worktree `.git` is a file, and a path
+    // that does not exist would make cargo rerun this on every build.
+    for path in ["HEAD", "refs/heads", "packed-refs"] {
+        if let Some(p) = git_output(&["rev-parse", "--git-path", path])
+            .filter(|p| std::path::Path::new(p).exists())
+        {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
     println!("cargo:rerun-if-env-changed=ROLEGATE_GIT_COMMIT");
 }
 
 fn git_commit() -> Option<String> {
+    git_output(&["rev-parse", "--short=12", "HEAD"])
+}
+
+fn git_output(args: &[&str]) -> Option<String> {
     Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(args)
         .output()
         .ok()
         .filter(|o| o.status.success())
