@@ -39,20 +39,10 @@ use super::{Class, Decision, Need};
 /// levels, which its own `Drop` handles on a 2 MiB thread stack.
 pub(crate) const MAX_PARSER_TOKENS: usize = 4096;
 
-/// The class of a token for the alignment check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Align {
-    Word,
-    QuotedIdent,
-    Str(StrKind),
-    Number,
-    Param,
-    LParen,
-    RParen,
-    Comma,
-    Semicolon,
-    Ops,
-}
+/// One significant token for the alignment check: its kind and its span as
+/// (line, column). `.`, operators and other punctuation all count as
+/// [`Kind::Op`], and touching ones merge into one run (see [`push_merged`]).
+type Run = (Kind, Pos, Pos);
 
 type Pos = (u64, u64);
 
@@ -88,94 +78,109 @@ pub(crate) fn classify(
 /// True when sqlparser's tokens have the same significant tokens, with the
 /// same spans, as the PostgreSQL-exact scan.
 fn aligned(piece: &str, offset: usize, toks: &[Token], sp: &[TokenWithSpan]) -> bool {
-    let mut mine: Vec<(Align, Pos, Pos)> = Vec::with_capacity(toks.len());
+    let Some(mine) = our_runs(piece, offset, toks) else {
+        return false;
+    };
+    their_runs(sp, mine.len()).is_some_and(|theirs| theirs == mine)
+}
+
+/// The PostgreSQL-exact scan's runs; `None` when it has a token sqlparser
+/// has no twin for.
+fn our_runs(piece: &str, offset: usize, toks: &[Token]) -> Option<Vec<Run>> {
+    let mut runs = Vec::with_capacity(toks.len());
     let mut lc = LineCol::new(piece);
     for t in toks {
-        let a = match t.kind {
-            Kind::Word => Align::Word,
-            Kind::QuotedIdent => Align::QuotedIdent,
+        let kind = match t.kind {
             // sqlparser has no U&"…" token: never aligned, always the lexer path.
-            Kind::UnicodeIdent => return false,
-            Kind::Str(k) => Align::Str(k),
-            Kind::Number => Align::Number,
-            Kind::Param => Align::Param,
-            Kind::LParen => Align::LParen,
-            Kind::RParen => Align::RParen,
-            Kind::Comma => Align::Comma,
-            Kind::Semicolon => Align::Semicolon,
-            Kind::Dot | Kind::Op | Kind::Other => Align::Ops,
+            Kind::UnicodeIdent => return None,
+            Kind::Dot | Kind::Op | Kind::Other => Kind::Op,
+            kind => kind,
         };
         let start = lc.at(t.start - offset);
         let end = lc.at(t.end - offset);
-        push_merged(&mut mine, a, start, end);
+        push_merged(&mut runs, kind, start, end);
     }
-    let mut theirs: Vec<(Align, Pos, Pos)> = Vec::with_capacity(mine.len());
+    Some(runs)
+}
+
+/// sqlparser's runs; `None` when it read a token PostgreSQL's scanner has
+/// no twin for.
+fn their_runs(sp: &[TokenWithSpan], capacity: usize) -> Option<Vec<Run>> {
+    let mut runs = Vec::with_capacity(capacity);
     for t in sp {
-        let a = match &t.token {
-            SqlToken::Whitespace(_) | SqlToken::EOF => continue,
-            SqlToken::Word(w) => match w.quote_style {
-                None => {
-                    // A non-ASCII word that sqlparser takes for a keyword
-                    // (`ſelect` upper-cases to SELECT) is an identifier to
-                    // PostgreSQL: not the same reading.
-                    if w.keyword != Keyword::NoKeyword && !w.value.is_ascii() {
-                        return false;
-                    }
-                    Align::Word
-                }
-                Some('"') => Align::QuotedIdent,
-                Some(_) => return false,
-            },
-            SqlToken::SingleQuotedString(_) => Align::Str(StrKind::Standard),
-            SqlToken::EscapedStringLiteral(_) => Align::Str(StrKind::Escape),
-            SqlToken::NationalStringLiteral(_) => Align::Str(StrKind::National),
-            SqlToken::SingleQuotedByteStringLiteral(_) => Align::Str(StrKind::Bit),
-            SqlToken::HexStringLiteral(_) => Align::Str(StrKind::Hex),
-            SqlToken::UnicodeStringLiteral(_) => Align::Str(StrKind::Unicode),
-            SqlToken::DollarQuotedString(_) => Align::Str(StrKind::Dollar),
-            SqlToken::Number(_, _) => Align::Number,
-            SqlToken::Placeholder(p) if p.starts_with('$') => Align::Param,
-            SqlToken::LParen => Align::LParen,
-            SqlToken::RParen => Align::RParen,
-            SqlToken::Comma => Align::Comma,
-            SqlToken::SemiColon => Align::Semicolon,
-            // Any other string-like or payload token has no PostgreSQL twin.
-            SqlToken::Placeholder(_)
-            | SqlToken::DoubleQuotedString(_)
-            | SqlToken::TripleSingleQuotedString(_)
-            | SqlToken::TripleDoubleQuotedString(_)
-            | SqlToken::DoubleQuotedByteStringLiteral(_)
-            | SqlToken::TripleSingleQuotedByteStringLiteral(_)
-            | SqlToken::TripleDoubleQuotedByteStringLiteral(_)
-            | SqlToken::SingleQuotedRawStringLiteral(_)
-            | SqlToken::DoubleQuotedRawStringLiteral(_)
-            | SqlToken::TripleSingleQuotedRawStringLiteral(_)
-            | SqlToken::TripleDoubleQuotedRawStringLiteral(_)
-            | SqlToken::QuoteDelimitedStringLiteral(_)
-            | SqlToken::NationalQuoteDelimitedStringLiteral(_)
-            | SqlToken::CopyData { .. } => return false,
-            _ => Align::Ops,
+        let Some(kind) = their_kind(&t.token).ok()? else {
+            continue;
         };
         let start = (t.span.start.line, t.span.start.column);
         let end = (t.span.end.line, t.span.end.column);
-        push_merged(&mut theirs, a, start, end);
+        push_merged(&mut runs, kind, start, end);
     }
-    mine == theirs
+    Some(runs)
+}
+
+/// A sqlparser token that PostgreSQL's scanner has no twin for.
+struct NoTwin;
+
+/// The kind of one sqlparser token as a run, `None` for white space and
+/// the end.
+fn their_kind(token: &SqlToken) -> Result<Option<Kind>, NoTwin> {
+    let kind = match token {
+        SqlToken::Whitespace(_) | SqlToken::EOF => return Ok(None),
+        SqlToken::Word(w) => match w.quote_style {
+            // A non-ASCII word that sqlparser takes for a keyword (`ſelect`
+            // upper-cases to SELECT) is an identifier to PostgreSQL: not
+            // the same reading.
+            None if w.keyword != Keyword::NoKeyword && !w.value.is_ascii() => return Err(NoTwin),
+            None => Kind::Word,
+            Some('"') => Kind::QuotedIdent,
+            Some(_) => return Err(NoTwin),
+        },
+        SqlToken::SingleQuotedString(_) => Kind::Str(StrKind::Standard),
+        SqlToken::EscapedStringLiteral(_) => Kind::Str(StrKind::Escape),
+        SqlToken::NationalStringLiteral(_) => Kind::Str(StrKind::National),
+        SqlToken::SingleQuotedByteStringLiteral(_) => Kind::Str(StrKind::Bit),
+        SqlToken::HexStringLiteral(_) => Kind::Str(StrKind::Hex),
+        SqlToken::UnicodeStringLiteral(_) => Kind::Str(StrKind::Unicode),
+        SqlToken::DollarQuotedString(_) => Kind::Str(StrKind::Dollar),
+        SqlToken::Number(_, _) => Kind::Number,
+        SqlToken::Placeholder(p) if p.starts_with('$') => Kind::Param,
+        SqlToken::LParen => Kind::LParen,
+        SqlToken::RParen => Kind::RParen,
+        SqlToken::Comma => Kind::Comma,
+        SqlToken::SemiColon => Kind::Semicolon,
+        // Any other string-like or payload token has no PostgreSQL twin.
+        SqlToken::Placeholder(_)
+        | SqlToken::DoubleQuotedString(_)
+        | SqlToken::TripleSingleQuotedString(_)
+        | SqlToken::TripleDoubleQuotedString(_)
+        | SqlToken::DoubleQuotedByteStringLiteral(_)
+        | SqlToken::TripleSingleQuotedByteStringLiteral(_)
+        | SqlToken::TripleDoubleQuotedByteStringLiteral(_)
+        | SqlToken::SingleQuotedRawStringLiteral(_)
+        | SqlToken::DoubleQuotedRawStringLiteral(_)
+        | SqlToken::TripleSingleQuotedRawStringLiteral(_)
+        | SqlToken::TripleDoubleQuotedRawStringLiteral(_)
+        | SqlToken::QuoteDelimitedStringLiteral(_)
+        | SqlToken::NationalQuoteDelimitedStringLiteral(_)
+        | SqlToken::CopyData { .. } => return Err(NoTwin),
+        _ => Kind::Op,
+    };
+    Ok(Some(kind))
 }
 
 /// Append, merging touching operator tokens into one run: PostgreSQL and
 /// sqlparser split operator characters differently, and the split does not
 /// matter here; which bytes are operator characters does.
-fn push_merged(v: &mut Vec<(Align, Pos, Pos)>, a: Align, start: Pos, end: Pos) {
-    if a == Align::Ops
+fn push_merged(v: &mut Vec<Run>, kind: Kind, start: Pos, end: Pos) {
+    if kind == Kind::Op
         && let Some(last) = v.last_mut()
-        && last.0 == Align::Ops
+        && last.0 == Kind::Op
         && last.2 == start
     {
         last.2 = end;
         return;
     }
-    v.push((a, start, end));
+    v.push((kind, start, end));
 }
 
 /// Heads a statement type may have (the server's dispatch keyword).
