@@ -23,7 +23,10 @@
 //! [`MAX_PARSER_TOKENS`] tokens therefore skip the parser (the lexer path
 //! reads them in linear time), and the AST walk here is iterative.
 
-use sqlparser::ast::{CopySource, CopyTarget, ObjectNamePart, Query, SetExpr, Statement};
+use sqlparser::ast::{
+    CopySource, CopyTarget, CreateTable, Declare, Function, ObjectNamePart, Query, SetExpr,
+    Statement,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
@@ -32,7 +35,7 @@ use sqlparser::tokenizer::{Token as SqlToken, TokenWithSpan, Tokenizer};
 use super::fallback;
 use super::heads::{self, Head};
 use super::lex::{Kind, LineCol, StrKind, Token};
-use super::{Class, Decision, Need};
+use super::{Class, Decision};
 
 /// Statements with more tokens than this are read by the lexer path only.
 /// At this size the deepest tree sqlparser can build is a few thousand
@@ -223,12 +226,9 @@ fn head_agrees(stmt: &Statement, head: Head) -> bool {
 }
 
 fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decision {
-    match head {
+    if matches!(head, Head::Ddl(_) | Head::RoleDdl(_) | Head::Unknown) {
         // Refused families are named by the head, identically on both paths.
-        Head::Ddl(_) | Head::RoleDdl(_) | Head::Unknown => {
-            return super::fallback::head_refusal(head);
-        }
-        _ => {}
+        return fallback::head_refusal(head);
     }
     if !head_agrees(stmt, head) {
         return Decision::refuse(
@@ -236,9 +236,27 @@ fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decisi
             "the statement's parse does not match its leading keyword",
         );
     }
-    // The server reads a nested statement's kind from its own leading
-    // keyword: sqlparser's nested AST must agree with it too, and a nested
-    // statement of a refused family is refused as that family.
+    if let Some(refusal) = nested_head_disagrees(stmt, toks, full) {
+        return refusal;
+    }
+    if let Some(refusal) = copy_end_disagrees(stmt, toks, full) {
+        return refusal;
+    }
+    match stmt {
+        // SET/RESET/SHOW: read from the exact tokens (see `settings`).
+        Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. } => super::settings::classify(full, toks),
+        _ => nested(stmt, 0),
+    }
+}
+
+/// The server reads a nested statement's kind from its own leading
+/// keyword: sqlparser's nested AST must agree with it too, and a nested
+/// statement of a refused family is refused as that family. The refusal,
+/// or `None` when they agree (or nothing is nested).
+fn nested_head_disagrees(stmt: &Statement, toks: &[Token], full: &str) -> Option<Decision> {
     let (body, inner): (Option<&[Token]>, Option<&Statement>) = match stmt {
         Statement::Explain { statement, .. } => {
             (fallback::explain_body(full, toks), Some(statement))
@@ -251,75 +269,54 @@ fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decisi
             source: CopySource::Query(_),
             ..
         } => (fallback::copy_query_body(full, toks), None),
-        _ => (None, None),
+        // A COPY sqlparser reads from a table that the server reads from a query.
+        Statement::Copy { .. } if fallback::copy_query_body(full, toks).is_some() => {
+            return Some(nested_mismatch());
+        }
+        _ => return None,
     };
-    let needs_body = matches!(
-        stmt,
-        Statement::Explain { .. }
-            | Statement::Prepare { .. }
-            | Statement::Declare { .. }
-            | Statement::Copy {
-                source: CopySource::Query(_),
-                ..
-            }
-    );
-    if needs_body {
-        let Some(body) = body else {
-            return Decision::refuse(
-                Class::Unparseable,
-                "the nested statement could not be located",
-            );
-        };
-        let body_head = heads::head(full, body);
-        if matches!(body_head, Head::Ddl(_) | Head::RoleDdl(_)) {
-            return fallback::head_refusal(body_head);
-        }
-        let agrees = match (stmt, inner) {
-            (_, Some(inner)) => head_agrees(inner, body_head),
-            (Statement::Declare { stmts, .. }, None) => {
-                stmts.len() == 1 && fallback::QUERY_HEADS.contains(&body_head)
-            }
-            _ => fallback::PREPARABLE_HEADS.contains(&body_head),
-        };
-        if !agrees {
-            return Decision::refuse(
-                Class::Unparseable,
-                "the parse of the nested statement does not match its leading keyword",
-            );
-        }
-    } else if matches!(stmt, Statement::Copy { .. })
-        && fallback::copy_query_body(full, toks).is_some()
-    {
-        return Decision::refuse(
+    let Some(body) = body else {
+        return Some(Decision::refuse(
             Class::Unparseable,
-            "the parse of the nested statement does not match its leading keyword",
-        );
+            "the nested statement could not be located",
+        ));
+    };
+    let body_head = heads::head(full, body);
+    if matches!(body_head, Head::Ddl(_) | Head::RoleDdl(_)) {
+        return Some(fallback::head_refusal(body_head));
     }
-    // COPY's direction and target as the server reads them must agree with
-    // sqlparser's: a file or program is refused whatever the AST says.
-    if let Statement::Copy { to, target, .. } = stmt {
-        let ast_stream = matches!(
-            (to, target),
-            (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
-        );
-        match fallback::copy_end(full, toks) {
-            Some(fallback::CopyEnd::FileOrProgram) => return fallback::copy_file(),
-            Some(fallback::CopyEnd::Stream(_)) if ast_stream => {}
-            _ => {
-                return Decision::refuse(
-                    Class::Unparseable,
-                    "the parse of COPY does not match its direction and target",
-                );
-            }
+    let agrees = match (stmt, inner) {
+        (_, Some(inner)) => head_agrees(inner, body_head),
+        (Statement::Declare { stmts, .. }, None) => {
+            stmts.len() == 1 && fallback::QUERY_HEADS.contains(&body_head)
         }
-    }
-    match stmt {
-        // SET/RESET/SHOW: read from the exact tokens (see `settings`).
-        Statement::Set(_)
-        | Statement::Reset(_)
-        | Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. } => super::settings::classify(full, toks),
-        _ => nested(stmt, 0),
+        _ => fallback::PREPARABLE_HEADS.contains(&body_head),
+    };
+    (!agrees).then(nested_mismatch)
+}
+
+fn nested_mismatch() -> Decision {
+    Decision::refuse(
+        Class::Unparseable,
+        "the parse of the nested statement does not match its leading keyword",
+    )
+}
+
+/// COPY's direction and target as the server reads them must agree with
+/// sqlparser's: a file or program is refused whatever the AST says. The
+/// refusal, or `None` when they agree (or this is not COPY).
+fn copy_end_disagrees(stmt: &Statement, toks: &[Token], full: &str) -> Option<Decision> {
+    let Statement::Copy { to, target, .. } = stmt else {
+        return None;
+    };
+    let ast_stream = is_std_stream(*to, target);
+    match fallback::copy_end(full, toks) {
+        Some(fallback::CopyEnd::FileOrProgram) => Some(fallback::copy_file()),
+        Some(fallback::CopyEnd::Stream(_)) if ast_stream => None,
+        _ => Some(Decision::refuse(
+            Class::Unparseable,
+            "the parse of COPY does not match its direction and target",
+        )),
     }
 }
 
@@ -347,45 +344,11 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. } => Decision::allow(Class::Transaction),
-        Statement::Prepare { statement, .. } => {
-            let body = nested(statement, depth + 1);
-            if !matches!(
-                **statement,
-                Statement::Query(_)
-                    | Statement::Insert(_)
-                    | Statement::Update(_)
-                    | Statement::Delete(_)
-                    | Statement::Merge(_)
-            ) {
-                return Decision::refuse(
-                    Class::Unparseable,
-                    "PREPARE of a statement that cannot be prepared",
-                );
-            }
-            relabel(body, Class::Prepared)
-        }
+        Statement::Prepare { statement, .. } => prepare(statement, depth),
         Statement::Execute { .. } | Statement::Deallocate { .. } => {
             Decision::allow(Class::Prepared)
         }
-        Statement::Declare { stmts, .. } => {
-            for d in stmts {
-                match &d.for_query {
-                    Some(q) => {
-                        let r = query(q, depth + 1);
-                        if !r.allowed {
-                            return r;
-                        }
-                    }
-                    None => {
-                        return Decision::refuse(
-                            Class::Unparseable,
-                            "DECLARE without a cursor query",
-                        );
-                    }
-                }
-            }
-            Decision::allow(Class::Cursor)
-        }
+        Statement::Declare { stmts, .. } => declare(stmts, depth),
         Statement::Fetch { into: None, .. } | Statement::Close { .. } => {
             Decision::allow(Class::Cursor)
         }
@@ -396,86 +359,12 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
         Statement::Lock(_) => Decision::allow(Class::Lock),
         Statement::Copy {
             source, to, target, ..
-        } => {
-            let std_stream = matches!(
-                (to, target),
-                (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
-            );
-            if !std_stream {
-                return match target {
-                    CopyTarget::File { .. } | CopyTarget::Program { .. } => fallback::copy_file(),
-                    _ => Decision::refuse(Class::Unparseable, "COPY with an unexpected direction"),
-                };
-            }
-            match source {
-                CopySource::Query(q) => relabel(query(q, depth + 1), Class::Copy),
-                CopySource::Table { .. } => Decision::allow(Class::Copy),
-            }
-        }
-        Statement::Explain { statement, .. } => {
-            let body = nested(statement, depth + 1);
-            let explainable = matches!(
-                **statement,
-                Statement::Query(_)
-                    | Statement::Insert(_)
-                    | Statement::Update(_)
-                    | Statement::Delete(_)
-                    | Statement::Merge(_)
-                    | Statement::Execute { .. }
-                    | Statement::Declare { .. }
-                    | Statement::CreateTable(_)
-            );
-            if explainable || !body.allowed {
-                body
-            } else {
-                Decision::refuse(
-                    Class::Unparseable,
-                    "EXPLAIN of a statement that cannot be explained",
-                )
-            }
-        }
-        Statement::Truncate(_) => Decision::switchable(
-            Class::Truncate,
-            Need::Truncate,
-            "TRUNCATE is not allowed on a runtime session (it bypasses row-level security)",
-        ),
-        Statement::Analyze(_) | Statement::Vacuum(_) => Decision::switchable(
-            Class::Maintenance,
-            Need::Maintenance,
-            "VACUUM/ANALYZE is not allowed on a runtime session",
-        ),
-        Statement::Call(f) => {
-            let mut parts = Vec::with_capacity(f.name.0.len());
-            for p in &f.name.0 {
-                match p {
-                    ObjectNamePart::Identifier(id) => parts.push(match id.quote_style {
-                        None => id.value.to_ascii_lowercase(),
-                        Some(_) => id.value.clone(),
-                    }),
-                    ObjectNamePart::Function(_) => {
-                        return Decision::refuse(Class::Unparseable, "CALL of a computed name");
-                    }
-                }
-            }
-            Decision::switchable(
-                Class::Call,
-                Need::Call(parts),
-                "CALL is not allowed on a runtime session for procedures outside [policy] allow_call",
-            )
-        }
-        Statement::CreateTable(ct) if ct.temporary => {
-            if let Some(q) = &ct.query {
-                let r = query(q, depth + 1);
-                if !r.allowed {
-                    return r;
-                }
-            }
-            Decision::switchable(
-                Class::TempTable,
-                Need::TempTables,
-                "CREATE TEMP TABLE is not allowed on a runtime session",
-            )
-        }
+        } => copy(source, *to, target, depth),
+        Statement::Explain { statement, .. } => explain(statement, depth),
+        Statement::Truncate(_) => fallback::truncate(),
+        Statement::Analyze(_) | Statement::Vacuum(_) => fallback::maintenance(),
+        Statement::Call(f) => call(f),
+        Statement::CreateTable(ct) if ct.temporary => create_temp_table(ct, depth),
         Statement::CreateTable(_) => Decision::refuse(
             Class::Ddl,
             "DDL is not allowed on a runtime session (CREATE TABLE)",
@@ -485,6 +374,118 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
             "the classifier does not allow this kind of statement",
         ),
     }
+}
+
+/// `PREPARE name AS statement`: only DML can be prepared.
+fn prepare(statement: &Statement, depth: usize) -> Decision {
+    let body = nested(statement, depth + 1);
+    if !matches!(
+        statement,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+    ) {
+        return Decision::refuse(
+            Class::Unparseable,
+            "PREPARE of a statement that cannot be prepared",
+        );
+    }
+    relabel(body, Class::Prepared)
+}
+
+/// `DECLARE … CURSOR FOR query`: every cursor query must be allowed.
+fn declare(stmts: &[Declare], depth: usize) -> Decision {
+    for d in stmts {
+        match &d.for_query {
+            Some(q) => {
+                let r = query(q, depth + 1);
+                if !r.allowed {
+                    return r;
+                }
+            }
+            None => {
+                return Decision::refuse(Class::Unparseable, "DECLARE without a cursor query");
+            }
+        }
+    }
+    Decision::allow(Class::Cursor)
+}
+
+/// `COPY … FROM STDIN` / `TO STDOUT` only; `COPY (query)` reads the query.
+fn copy(source: &CopySource, to: bool, target: &CopyTarget, depth: usize) -> Decision {
+    if !is_std_stream(to, target) {
+        return match target {
+            CopyTarget::File { .. } | CopyTarget::Program { .. } => fallback::copy_file(),
+            _ => Decision::refuse(Class::Unparseable, "COPY with an unexpected direction"),
+        };
+    }
+    match source {
+        CopySource::Query(q) => relabel(query(q, depth + 1), Class::Copy),
+        CopySource::Table { .. } => Decision::allow(Class::Copy),
+    }
+}
+
+/// `TO STDOUT` or `FROM STDIN`.
+fn is_std_stream(to: bool, target: &CopyTarget) -> bool {
+    matches!(
+        (to, target),
+        (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
+    )
+}
+
+/// `EXPLAIN statement`: only of what may run on its own.
+fn explain(statement: &Statement, depth: usize) -> Decision {
+    let body = nested(statement, depth + 1);
+    let explainable = matches!(
+        statement,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+            | Statement::Execute { .. }
+            | Statement::Declare { .. }
+            | Statement::CreateTable(_)
+    );
+    if explainable || !body.allowed {
+        body
+    } else {
+        Decision::refuse(
+            Class::Unparseable,
+            "EXPLAIN of a statement that cannot be explained",
+        )
+    }
+}
+
+/// `CALL name(…)`: switchable per procedure, by its name parts folded as
+/// PostgreSQL folds them.
+fn call(f: &Function) -> Decision {
+    let mut parts = Vec::with_capacity(f.name.0.len());
+    for p in &f.name.0 {
+        match p {
+            ObjectNamePart::Identifier(id) => parts.push(match id.quote_style {
+                None => id.value.to_ascii_lowercase(),
+                Some(_) => id.value.clone(),
+            }),
+            ObjectNamePart::Function(_) => {
+                return Decision::refuse(Class::Unparseable, "CALL of a computed name");
+            }
+        }
+    }
+    fallback::call_switch(parts)
+}
+
+/// `CREATE TEMP TABLE … [AS query]`: switchable; the query must be allowed.
+fn create_temp_table(ct: &CreateTable, depth: usize) -> Decision {
+    if let Some(q) = &ct.query {
+        let r = query(q, depth + 1);
+        if !r.allowed {
+            return r;
+        }
+    }
+    fallback::temp_table()
 }
 
 fn relabel(d: Decision, class: Class) -> Decision {
