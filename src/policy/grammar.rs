@@ -570,6 +570,16 @@ impl ser::Error for WalkError {
 
 type R = Result<(), WalkError>;
 
+/// Numbers, booleans, bytes and unit structs hold no names: the walk
+/// skips them.
+macro_rules! skip_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {$(
+        fn $method(self, _: $ty) -> R {
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for &'a mut Walk {
     type Ok = ();
     type Error = WalkError;
@@ -581,47 +591,24 @@ impl<'a> ser::Serializer for &'a mut Walk {
     type SerializeStruct = &'a mut Walk;
     type SerializeStructVariant = &'a mut Walk;
 
-    fn serialize_bool(self, _: bool) -> R {
-        Ok(())
-    }
-    fn serialize_i8(self, _: i8) -> R {
-        Ok(())
-    }
-    fn serialize_i16(self, _: i16) -> R {
-        Ok(())
-    }
-    fn serialize_i32(self, _: i32) -> R {
-        Ok(())
-    }
-    fn serialize_i64(self, _: i64) -> R {
-        Ok(())
-    }
-    fn serialize_u8(self, _: u8) -> R {
-        Ok(())
-    }
-    fn serialize_u16(self, _: u16) -> R {
-        Ok(())
-    }
-    fn serialize_u32(self, _: u32) -> R {
-        Ok(())
-    }
-    fn serialize_u64(self, _: u64) -> R {
-        Ok(())
-    }
-    fn serialize_f32(self, _: f32) -> R {
-        Ok(())
-    }
-    fn serialize_f64(self, _: f64) -> R {
-        Ok(())
-    }
-    fn serialize_char(self, _: char) -> R {
-        Ok(())
-    }
+    skip_scalars!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64,
+        serialize_char: char,
+        serialize_bytes: &[u8],
+        serialize_unit_struct: &'static str,
+    );
     fn serialize_str(self, v: &str) -> R {
         self.string(v);
-        Ok(())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> R {
         Ok(())
     }
     fn serialize_none(self) -> R {
@@ -631,9 +618,6 @@ impl<'a> ser::Serializer for &'a mut Walk {
         value.serialize(self)
     }
     fn serialize_unit(self) -> R {
-        Ok(())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> R {
         Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> R {
@@ -697,75 +681,53 @@ impl<'a> ser::Serializer for &'a mut Walk {
     }
 }
 
-impl ser::SerializeSeq for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+/// Sequences and tuples: every element is walked, in the current place.
+macro_rules! walk_elements {
+    ($($kind:ident::$method:ident),* $(,)?) => {$(
+        impl ser::$kind for &mut Walk {
+            type Ok = ();
+            type Error = WalkError;
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> R {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+walk_elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+/// Structs: each field's name is the place of what it holds
+/// ([`Walk::field`]); the struct is left at its end.
+macro_rules! walk_fields {
+    ($($kind:ident),* $(,)?) => {$(
+        impl ser::$kind for &mut Walk {
+            type Ok = ();
+            type Error = WalkError;
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> R {
+                self.field(key);
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> R {
+                self.leave();
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> R {
-        self.field(key);
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        self.leave();
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> R {
-        self.field(key);
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        self.leave();
-        Ok(())
-    }
-}
+walk_fields!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {
