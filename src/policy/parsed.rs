@@ -376,17 +376,22 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
     }
 }
 
-/// `PREPARE name AS statement`: only DML can be prepared.
-fn prepare(statement: &Statement, depth: usize) -> Decision {
-    let body = nested(statement, depth + 1);
-    if !matches!(
-        statement,
+/// A query, `INSERT`, `UPDATE`, `DELETE` or `MERGE`.
+fn is_dml(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
         Statement::Query(_)
             | Statement::Insert(_)
             | Statement::Update(_)
             | Statement::Delete(_)
             | Statement::Merge(_)
-    ) {
+    )
+}
+
+/// `PREPARE name AS statement`: only DML can be prepared.
+fn prepare(statement: &Statement, depth: usize) -> Decision {
+    let body = nested(statement, depth + 1);
+    if !is_dml(statement) {
         return Decision::refuse(
             Class::Unparseable,
             "PREPARE of a statement that cannot be prepared",
@@ -438,17 +443,11 @@ fn is_std_stream(to: bool, target: &CopyTarget) -> bool {
 /// `EXPLAIN statement`: only of what may run on its own.
 fn explain(statement: &Statement, depth: usize) -> Decision {
     let body = nested(statement, depth + 1);
-    let explainable = matches!(
-        statement,
-        Statement::Query(_)
-            | Statement::Insert(_)
-            | Statement::Update(_)
-            | Statement::Delete(_)
-            | Statement::Merge(_)
-            | Statement::Execute { .. }
-            | Statement::Declare { .. }
-            | Statement::CreateTable(_)
-    );
+    let explainable = is_dml(statement)
+        || matches!(
+            statement,
+            Statement::Execute { .. } | Statement::Declare { .. } | Statement::CreateTable(_)
+        );
     if explainable || !body.allowed {
         body
     } else {
