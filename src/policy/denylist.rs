@@ -1,7 +1,8 @@
 //! The documented deny-list of dangerous functions and its matcher.
 //!
 //! A runtime session may call any function except these. Each entry is a
-//! function name in lower case; an entry ending in `*` is a prefix.
+//! function name in lower case; an entry ending in `*` is a prefix. Each
+//! entry is listed with why it is denied, which refusal reasons quote.
 //! Matching ignores ASCII case (also for quoted names, which is stricter
 //! than PostgreSQL: `"PG_READ_FILE"` names no existing function, refusing it
 //! costs nothing) and ignores the schema: `pg_catalog.pg_read_file`,
@@ -19,118 +20,143 @@
 //! `set_config` is not here: it is allowed with a constant, ordinary setting
 //! name and checked separately (see `guards`).
 
-/// Functions a runtime session may not call. `*` at the end marks a prefix.
-pub const DENIED_FUNCTIONS: &[&str] = &[
+// Why an entry is denied, as refusal reasons put it.
+const FILES: &str = "it reaches the server's files";
+const RAW: &str = "it reads raw pages or WAL around row-level security";
+const SESSIONS: &str = "it reaches other sessions";
+const STATE: &str = "it changes the server's configuration or state";
+const RUNS_SQL: &str = "it executes SQL text the proxy cannot check";
+const DOCUMENTS: &str = "it reads documents from files or URLs";
+const CONNECTS: &str = "it connects to another server";
+const CONFIG: &str = "it reads the server's configuration";
+
+/// Every entry of [`DENIED_FUNCTIONS`], in its order, with why it is denied.
+const DENIED: &[(&str, &str)] = &[
     // Server files: read, list or stat files on the database server.
-    "pg_read_file",
-    "pg_read_binary_file",
-    "pg_stat_file",
-    "pg_ls_*", // pg_ls_dir, pg_ls_logdir, pg_ls_waldir, pg_ls_tmpdir, …
-    "pg_current_logfile",
-    "pg_show_all_file_settings", // behind the pg_file_settings view
-    "pg_hba_file_rules",
-    "pg_ident_file_mappings",
-    "lo_import", // server-side: reads a server file into a large object
-    "lo_export", // server-side: writes a large object to a server file
+    ("pg_read_file", FILES),
+    ("pg_read_binary_file", FILES),
+    ("pg_stat_file", FILES),
+    ("pg_ls_*", FILES), // pg_ls_dir, pg_ls_logdir, pg_ls_waldir, pg_ls_tmpdir, …
+    ("pg_current_logfile", FILES),
+    ("pg_show_all_file_settings", FILES), // behind the pg_file_settings view
+    ("pg_hba_file_rules", FILES),
+    ("pg_ident_file_mappings", FILES),
+    ("lo_import", FILES), // server-side: reads a server file into a large object
+    ("lo_export", FILES), // server-side: writes a large object to a server file
     // adminpack (before PostgreSQL 17): write, rename, remove server files.
-    "pg_file_*",
-    "pg_logdir_ls",
+    ("pg_file_*", FILES),
+    ("pg_logdir_ls", FILES),
     // Raw storage and WAL readers (pageinspect, pg_walinspect): they read
     // pages and WAL records directly, around row-level security.
-    "get_raw_page",
-    "bt_page_items",
-    "bt_multi_page_stats",
-    "pg_get_wal_*",
+    ("get_raw_page", RAW),
+    ("bt_page_items", RAW),
+    ("bt_multi_page_stats", RAW),
+    ("pg_get_wal_*", RAW),
     // Other sessions: signal, cancel, terminate or inspect other backends.
-    "pg_cancel_backend",
-    "pg_terminate_backend",
-    "pg_signal_backend",
-    "pg_log_backend_memory_contexts",
+    ("pg_cancel_backend", SESSIONS),
+    ("pg_terminate_backend", SESSIONS),
+    ("pg_signal_backend", SESSIONS),
+    ("pg_log_backend_memory_contexts", SESSIONS),
     // Server configuration and server state.
-    "pg_reload_conf",
-    "pg_rotate_logfile",
-    "pg_rotate_logfile_old",
-    "pg_promote",
-    "pg_switch_wal",
-    "pg_switch_xlog",
-    "pg_create_restore_point",
-    "pg_backup_start",
-    "pg_backup_stop",
-    "pg_start_backup",
-    "pg_stop_backup",
-    "pg_wal_replay_pause",
-    "pg_wal_replay_resume",
-    "pg_xlog_replay_pause",
-    "pg_xlog_replay_resume",
-    "pg_log_standby_snapshot",
-    "pg_import_system_collations",
-    "pg_nextoid",
-    "pg_stat_reset*", // pg_stat_reset, _shared, _single_table_counters, …
-    "pg_stat_statements_reset",
-    "pg_truncate_visibility_map",
+    ("pg_reload_conf", STATE),
+    ("pg_rotate_logfile", STATE),
+    ("pg_rotate_logfile_old", STATE),
+    ("pg_promote", STATE),
+    ("pg_switch_wal", STATE),
+    ("pg_switch_xlog", STATE),
+    ("pg_create_restore_point", STATE),
+    ("pg_backup_start", STATE),
+    ("pg_backup_stop", STATE),
+    ("pg_start_backup", STATE),
+    ("pg_stop_backup", STATE),
+    ("pg_wal_replay_pause", STATE),
+    ("pg_wal_replay_resume", STATE),
+    ("pg_xlog_replay_pause", STATE),
+    ("pg_xlog_replay_resume", STATE),
+    ("pg_log_standby_snapshot", STATE),
+    ("pg_import_system_collations", STATE),
+    ("pg_nextoid", STATE),
+    ("pg_stat_reset*", STATE), // pg_stat_reset, _shared, _single_table_counters, …
+    ("pg_stat_statements_reset", STATE),
+    ("pg_truncate_visibility_map", STATE),
     // Planner statistics writers (PostgreSQL 18): catalog changes like DDL.
-    "pg_restore_relation_stats",
-    "pg_restore_attribute_stats",
-    "pg_clear_relation_stats",
-    "pg_clear_attribute_stats",
+    ("pg_restore_relation_stats", STATE),
+    ("pg_restore_attribute_stats", STATE),
+    ("pg_clear_relation_stats", STATE),
+    ("pg_clear_attribute_stats", STATE),
     // Replication slots, replication origins, logical decoding.
-    "pg_create_physical_replication_slot",
-    "pg_create_logical_replication_slot",
-    "pg_drop_replication_slot",
-    "pg_copy_physical_replication_slot",
-    "pg_copy_logical_replication_slot",
-    "pg_replication_slot_advance",
-    "pg_sync_replication_slots",
-    "pg_replication_origin_*",
-    "pg_logical_*", // pg_logical_slot_get_changes, pg_logical_emit_message, …
+    ("pg_create_physical_replication_slot", STATE),
+    ("pg_create_logical_replication_slot", STATE),
+    ("pg_drop_replication_slot", STATE),
+    ("pg_copy_physical_replication_slot", STATE),
+    ("pg_copy_logical_replication_slot", STATE),
+    ("pg_replication_slot_advance", STATE),
+    ("pg_sync_replication_slots", STATE),
+    ("pg_replication_origin_*", STATE),
+    ("pg_logical_*", STATE), // pg_logical_slot_get_changes, pg_logical_emit_message, …
     // Functions that execute a SQL string passed as an argument: the string
     // is a statement this classifier never sees.
-    "query_to_xml",
-    "query_to_xml_and_xmlschema",
-    "query_to_xmlschema",
-    "cursor_to_xml",
-    "cursor_to_xmlschema",
-    "table_to_xml",
-    "table_to_xml_and_xmlschema",
-    "table_to_xmlschema",
-    "schema_to_xml*",
-    "database_to_xml*",
-    "ts_stat",         // ts_stat(sqlquery text, …)
-    "ts_rewrite",      // ts_rewrite(query, select text) runs the select
-    "crosstab*",       // tablefunc: crosstab(source_sql text, …)
-    "connectby",       // tablefunc: builds and runs SQL from its arguments
-    "xpath_table",     // xml2: builds and runs SQL from its arguments
-    "xslt_process",    // xml2: fetches stylesheets and documents by URL or file
-    "pg_background_*", // pg_background: runs SQL text in a background worker
+    ("query_to_xml", RUNS_SQL),
+    ("query_to_xml_and_xmlschema", RUNS_SQL),
+    ("query_to_xmlschema", RUNS_SQL),
+    ("cursor_to_xml", RUNS_SQL),
+    ("cursor_to_xmlschema", RUNS_SQL),
+    ("table_to_xml", RUNS_SQL),
+    ("table_to_xml_and_xmlschema", RUNS_SQL),
+    ("table_to_xmlschema", RUNS_SQL),
+    ("schema_to_xml*", RUNS_SQL),
+    ("database_to_xml*", RUNS_SQL),
+    ("ts_stat", RUNS_SQL),         // ts_stat(sqlquery text, …)
+    ("ts_rewrite", RUNS_SQL),      // ts_rewrite(query, select text) runs the select
+    ("crosstab*", RUNS_SQL),       // tablefunc: crosstab(source_sql text, …)
+    ("connectby", RUNS_SQL),       // tablefunc: builds and runs SQL from its arguments
+    ("xpath_table", RUNS_SQL),     // xml2: builds and runs SQL from its arguments
+    ("xslt_process", DOCUMENTS),   // xml2: fetches stylesheets and documents by URL or file
+    ("pg_background_*", RUNS_SQL), // pg_background: runs SQL text in a background worker
     // Connections to other servers (dblink runs arbitrary SQL elsewhere,
     // possibly as another role, and can loop back to this server).
-    "dblink",
-    "dblink_exec",
-    "dblink_connect",
-    "dblink_connect_u",
-    "dblink_disconnect",
-    "dblink_open",
-    "dblink_fetch",
-    "dblink_close",
-    "dblink_get_connections",
-    "dblink_send_query",
-    "dblink_is_busy",
-    "dblink_get_result",
-    "dblink_cancel_query",
-    "dblink_error_message",
-    "dblink_get_notify",
-    "dblink_get_pkey",
-    "dblink_build_sql_insert",
-    "dblink_build_sql_delete",
-    "dblink_build_sql_update",
-    "dblink_current_query",
+    ("dblink", CONNECTS),
+    ("dblink_exec", CONNECTS),
+    ("dblink_connect", CONNECTS),
+    ("dblink_connect_u", CONNECTS),
+    ("dblink_disconnect", STATE),
+    ("dblink_open", CONNECTS),
+    ("dblink_fetch", STATE),
+    ("dblink_close", STATE),
+    ("dblink_get_connections", STATE),
+    ("dblink_send_query", CONNECTS),
+    ("dblink_is_busy", STATE),
+    ("dblink_get_result", STATE),
+    ("dblink_cancel_query", STATE),
+    ("dblink_error_message", STATE),
+    ("dblink_get_notify", STATE),
+    ("dblink_get_pkey", STATE),
+    ("dblink_build_sql_insert", STATE),
+    ("dblink_build_sql_delete", STATE),
+    ("dblink_build_sql_update", STATE),
+    ("dblink_current_query", STATE),
     // Views that wrap denied functions (selecting from them calls the
     // function): refused like the function.
     // (pg_file_settings is covered by pg_file_*.)
-    "pg_config",
+    ("pg_config", CONFIG),
     // Binary-upgrade support (catalog surgery).
-    "binary_upgrade_*",
+    ("binary_upgrade_*", STATE),
 ];
+
+/// Functions a runtime session may not call. `*` at the end marks a prefix.
+/// The list, with each entry's reason, is `DENIED` in `denylist.rs`.
+pub const DENIED_FUNCTIONS: &[&str] = &entry_names::<{ DENIED.len() }>();
+
+/// The names of [`DENIED`]'s entries, as an array (computed at compile time).
+const fn entry_names<const N: usize>() -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = DENIED[i].0;
+        i += 1;
+    }
+    names
+}
 
 /// The deny-list entry that `name` matches, if any. `name` is compared
 /// ignoring ASCII case.
@@ -176,82 +202,10 @@ static STARTS: std::sync::LazyLock<Box<[u64; 1024]>> = std::sync::LazyLock::new(
 
 /// A short description of why an entry is denied, for refusal reasons.
 pub(crate) fn why(entry: &str) -> &'static str {
-    let groups: &[(&[&str], &str)] = &[
-        (
-            &[
-                "pg_read_file",
-                "pg_read_binary_file",
-                "pg_stat_file",
-                "pg_ls_*",
-                "pg_current_logfile",
-                "pg_show_all_file_settings",
-                "pg_hba_file_rules",
-                "pg_ident_file_mappings",
-                "lo_import",
-                "lo_export",
-                "pg_file_*",
-                "pg_logdir_ls",
-            ],
-            "it reaches the server's files",
-        ),
-        (
-            &[
-                "get_raw_page",
-                "bt_page_items",
-                "bt_multi_page_stats",
-                "pg_get_wal_*",
-            ],
-            "it reads raw pages or WAL around row-level security",
-        ),
-        (
-            &[
-                "pg_cancel_backend",
-                "pg_terminate_backend",
-                "pg_signal_backend",
-                "pg_log_backend_memory_contexts",
-            ],
-            "it reaches other sessions",
-        ),
-        (
-            &[
-                "query_to_xml",
-                "query_to_xml_and_xmlschema",
-                "query_to_xmlschema",
-                "cursor_to_xml",
-                "cursor_to_xmlschema",
-                "table_to_xml",
-                "table_to_xml_and_xmlschema",
-                "table_to_xmlschema",
-                "schema_to_xml*",
-                "database_to_xml*",
-                "ts_stat",
-                "ts_rewrite",
-                "crosstab*",
-                "connectby",
-                "xpath_table",
-                "pg_background_*",
-            ],
-            "it executes SQL text the proxy cannot check",
-        ),
-        (&["xslt_process"], "it reads documents from files or URLs"),
-        (
-            &[
-                "dblink",
-                "dblink_exec",
-                "dblink_connect",
-                "dblink_connect_u",
-                "dblink_open",
-                "dblink_send_query",
-            ],
-            "it connects to another server",
-        ),
-        (&["pg_config"], "it reads the server's configuration"),
-    ];
-    groups
+    DENIED
         .iter()
-        .find(|(names, _)| names.contains(&entry))
-        .map(|(_, why)| *why)
-        .unwrap_or("it changes the server's configuration or state")
+        .find(|(name, _)| *name == entry)
+        .map_or(STATE, |(_, why)| *why)
 }
 
 #[cfg(test)]

@@ -133,35 +133,21 @@ fn statement(src: &str, toks: &[Token], head: Head, depth: usize) -> Decision {
     if depth > MAX_NESTING {
         return unreadable("deeply nested");
     }
-    let only = |from: usize, ok: &dyn Fn(&Token) -> bool| {
-        toks.get(from..).is_some_and(|r| r.iter().all(ok))
-    };
-    let plain = |t: &Token| {
-        matches!(
-            t.kind,
-            Kind::Word
-                | Kind::QuotedIdent
-                | Kind::Str(StrKind::Standard | StrKind::Dollar)
-                | Kind::Number
-                | Kind::Comma
-        )
-    };
-    let names = |t: &Token| {
-        matches!(
-            t.kind,
-            Kind::Word | Kind::QuotedIdent | Kind::Dot | Kind::Comma
-        ) || is_op(src, t, "*")
+    // A statement whose grammar takes no expressions is allowed when only
+    // the tokens its `Tail` admits follow the keyword.
+    let only = |tail: Tail, allowed: Decision, what: &str| {
+        if toks
+            .get(1..)
+            .is_some_and(|r| r.iter().all(|t| tail.admits(src, t)))
+        {
+            allowed
+        } else {
+            unreadable(what)
+        }
     };
     match head {
         Head::Query | Head::Insert | Head::Update | Head::Delete | Head::Merge => {
-            if let Some(r) = lexer_guards(src, toks, 0) {
-                return r;
-            }
-            Decision::allow(if head == Head::Query && !modifies(src, toks) {
-                Class::Read
-            } else {
-                Class::Write
-            })
+            data(src, toks, head)
         }
         Head::Begin
         | Head::Start
@@ -173,115 +159,145 @@ fn statement(src: &str, toks: &[Token], head: Head, depth: usize) -> Decision {
         | Head::Release
         | Head::PrepareTransaction
         | Head::CommitPrepared
-        | Head::RollbackPrepared => {
-            if only(1, &plain) {
-                Decision::allow(Class::Transaction)
-            } else {
-                unreadable("transaction")
-            }
-        }
+        | Head::RollbackPrepared => only(
+            Tail::Constants,
+            Decision::allow(Class::Transaction),
+            "transaction",
+        ),
         Head::Set | Head::Reset | Head::Show => settings::classify(src, toks),
         Head::Fetch | Head::Move | Head::Close => {
-            let ok = only(1, &|t: &Token| {
-                matches!(t.kind, Kind::Word | Kind::QuotedIdent | Kind::Number)
-                    || is_op(src, t, "-")
-                    || is_op(src, t, "+")
-            });
-            if ok {
-                Decision::allow(Class::Cursor)
-            } else {
-                unreadable("cursor")
-            }
+            only(Tail::Cursor, Decision::allow(Class::Cursor), "cursor")
         }
-        Head::Deallocate => {
-            if only(1, &|t: &Token| {
-                matches!(t.kind, Kind::Word | Kind::QuotedIdent)
-            }) {
-                Decision::allow(Class::Prepared)
-            } else {
-                unreadable("DEALLOCATE")
-            }
-        }
-        Head::Discard => {
-            if only(1, &|t: &Token| t.kind == Kind::Word) {
-                Decision::allow(Class::Discard)
-            } else {
-                unreadable("DISCARD")
-            }
-        }
+        Head::Deallocate => only(
+            Tail::Identifiers,
+            Decision::allow(Class::Prepared),
+            "DEALLOCATE",
+        ),
+        Head::Discard => only(Tail::Words, Decision::allow(Class::Discard), "DISCARD"),
         Head::Listen | Head::Unlisten => {
-            if only(1, &names) {
-                Decision::allow(Class::ListenNotify)
-            } else {
-                unreadable("LISTEN")
-            }
+            only(Tail::Names, Decision::allow(Class::ListenNotify), "LISTEN")
         }
-        Head::Notify => {
-            if only(1, &plain) {
-                Decision::allow(Class::ListenNotify)
-            } else {
-                unreadable("NOTIFY")
-            }
-        }
-        Head::Lock => {
-            if only(1, &names) {
-                Decision::allow(Class::Lock)
-            } else {
-                unreadable("LOCK")
-            }
-        }
-        Head::Truncate => {
-            if only(1, &names) {
-                Decision::switchable(
-                    Class::Truncate,
-                    Need::Truncate,
-                    "TRUNCATE is not allowed on a runtime session (it bypasses row-level security)",
-                )
-            } else {
-                unreadable("TRUNCATE")
-            }
-        }
-        Head::Vacuum | Head::Analyze => {
-            let ok = only(1, &|t: &Token| {
-                names(t)
-                    || matches!(
-                        t.kind,
-                        Kind::LParen | Kind::RParen | Kind::Number | Kind::Str(StrKind::Standard)
-                    )
-            });
-            if ok {
-                Decision::switchable(
-                    Class::Maintenance,
-                    Need::Maintenance,
-                    "VACUUM/ANALYZE is not allowed on a runtime session",
-                )
-            } else {
-                unreadable("VACUUM/ANALYZE")
-            }
-        }
-        Head::Execute => {
-            if let Some(r) = lexer_guards(src, toks, 1) {
-                return r;
-            }
-            Decision::allow(Class::Prepared)
-        }
+        Head::Notify => only(
+            Tail::Constants,
+            Decision::allow(Class::ListenNotify),
+            "NOTIFY",
+        ),
+        Head::Lock => only(Tail::Names, Decision::allow(Class::Lock), "LOCK"),
+        Head::Truncate => only(Tail::Names, truncate(), "TRUNCATE"),
+        Head::Vacuum | Head::Analyze => only(Tail::Maintenance, maintenance(), "VACUUM/ANALYZE"),
+        Head::Execute => lexer_guards(src, toks, 1).unwrap_or(Decision::allow(Class::Prepared)),
         Head::Prepare => prepare(src, toks, depth),
         Head::Declare => declare(src, toks, depth),
         Head::Explain => explain(src, toks, depth),
         Head::Copy => copy(src, toks, depth),
         Head::Call => call(src, toks),
-        Head::CreateTempTable => {
-            if let Some(r) = lexer_guards(src, toks, 1) {
-                return r;
-            }
-            Decision::switchable(
-                Class::TempTable,
-                Need::TempTables,
-                "CREATE TEMP TABLE is not allowed on a runtime session",
-            )
-        }
+        Head::CreateTempTable => lexer_guards(src, toks, 1).unwrap_or_else(temp_table),
         Head::Ddl(_) | Head::RoleDdl(_) | Head::Unknown => head_refusal(head),
     }
+}
+
+/// Data access: allowed unless a lexer guard trips.
+fn data(src: &str, toks: &[Token], head: Head) -> Decision {
+    if let Some(r) = lexer_guards(src, toks, 0) {
+        return r;
+    }
+    Decision::allow(if head == Head::Query && !modifies(src, toks) {
+        Class::Read
+    } else {
+        Class::Write
+    })
+}
+
+/// What may follow the keyword of a statement whose grammar takes no
+/// expressions (anything else there is a server-side syntax error).
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Words, identifiers, standard and dollar strings, numbers, commas
+    /// (transaction control, `NOTIFY`).
+    Constants,
+    /// Words, identifiers, numbers and signs (`FETCH`/`MOVE`/`CLOSE`).
+    Cursor,
+    /// Words and identifiers (`DEALLOCATE`).
+    Identifiers,
+    /// Words (`DISCARD`).
+    Words,
+    /// Words, identifiers, `.`, `,` and `*` (`LISTEN`, `LOCK`, `TRUNCATE`).
+    Names,
+    /// Names, parenthesised options, numbers and standard strings
+    /// (`VACUUM`/`ANALYZE`).
+    Maintenance,
+}
+
+impl Tail {
+    fn admits(self, src: &str, t: &Token) -> bool {
+        match self {
+            Tail::Constants => matches!(
+                t.kind,
+                Kind::Word
+                    | Kind::QuotedIdent
+                    | Kind::Str(StrKind::Standard | StrKind::Dollar)
+                    | Kind::Number
+                    | Kind::Comma
+            ),
+            Tail::Cursor => {
+                matches!(t.kind, Kind::Word | Kind::QuotedIdent | Kind::Number)
+                    || is_op(src, t, "-")
+                    || is_op(src, t, "+")
+            }
+            Tail::Identifiers => matches!(t.kind, Kind::Word | Kind::QuotedIdent),
+            Tail::Words => t.kind == Kind::Word,
+            Tail::Names => {
+                matches!(
+                    t.kind,
+                    Kind::Word | Kind::QuotedIdent | Kind::Dot | Kind::Comma
+                ) || is_op(src, t, "*")
+            }
+            Tail::Maintenance => {
+                Tail::Names.admits(src, t)
+                    || matches!(
+                        t.kind,
+                        Kind::LParen | Kind::RParen | Kind::Number | Kind::Str(StrKind::Standard)
+                    )
+            }
+        }
+    }
+}
+
+/// `TRUNCATE` (both rolegate paths), subject to its switch.
+pub(crate) fn truncate() -> Decision {
+    Decision::switchable(
+        Class::Truncate,
+        Need::Truncate,
+        "TRUNCATE is not allowed on a runtime session (it bypasses row-level security)",
+    )
+}
+
+/// `VACUUM`/`ANALYZE` (both rolegate paths), subject to its switch.
+pub(crate) fn maintenance() -> Decision {
+    Decision::switchable(
+        Class::Maintenance,
+        Need::Maintenance,
+        "VACUUM/ANALYZE is not allowed on a runtime session",
+    )
+}
+
+/// `CREATE TEMP TABLE` (both rolegate paths), subject to its switch.
+pub(crate) fn temp_table() -> Decision {
+    Decision::switchable(
+        Class::TempTable,
+        Need::TempTables,
+        "CREATE TEMP TABLE is not allowed on a runtime session",
+    )
+}
+
+/// `CALL` of the procedure named `parts` (both rolegate paths), subject to
+/// `allow_call`.
+pub(crate) fn call_switch(parts: Vec<String>) -> Decision {
+    Decision::switchable(
+        Class::Call,
+        Need::Call(parts),
+        "CALL is not allowed on a runtime session for procedures outside [policy] allow_call",
+    )
 }
 
 fn is_op(src: &str, t: &Token, op: &str) -> bool {
@@ -610,9 +626,5 @@ fn call(src: &str, toks: &[Token]) -> Decision {
     if let Some(r) = lexer_guards(src, toks, i) {
         return r;
     }
-    Decision::switchable(
-        Class::Call,
-        Need::Call(parts),
-        "CALL is not allowed on a runtime session for procedures outside [policy] allow_call",
-    )
+    call_switch(parts)
 }

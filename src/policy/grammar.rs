@@ -132,15 +132,7 @@ fn top_level(node: &N) -> Decision {
         N::CreateStmt(c) if c.relation.as_ref().is_some_and(|r| r.relpersistence == "t") => {
             temp_table()
         }
-        N::CreateTableAsStmt(c)
-            if c.objtype == protobuf::ObjectType::ObjectTable as i32
-                && c.into
-                    .as_ref()
-                    .and_then(|i| i.rel.as_ref())
-                    .is_some_and(|r| r.relpersistence == "t") =>
-        {
-            temp_table()
-        }
+        N::CreateTableAsStmt(c) if creates_temp_table(c) => temp_table(),
         N::TruncateStmt(_) => Decision::switchable(
             Truncate,
             Need::Truncate,
@@ -151,18 +143,7 @@ fn top_level(node: &N) -> Decision {
             Need::Maintenance,
             "VACUUM/ANALYZE are not allowed on a runtime session",
         ),
-        N::CallStmt(c) => {
-            let parts = c
-                .funccall
-                .as_ref()
-                .map(|f| names(&f.funcname))
-                .unwrap_or_default();
-            Decision::switchable(
-                Call,
-                Need::Call(parts),
-                "CALL is not allowed on a runtime session",
-            )
-        }
+        N::CallStmt(c) => call(c),
         N::GrantStmt(_)
         | N::GrantRoleStmt(_)
         | N::CreateRoleStmt(_)
@@ -179,6 +160,30 @@ fn top_level(node: &N) -> Decision {
             "DDL is not allowed on a runtime session (a statement type outside the allow-list)",
         ),
     }
+}
+
+/// `CREATE TEMP TABLE … AS`.
+fn creates_temp_table(c: &protobuf::CreateTableAsStmt) -> bool {
+    c.objtype == protobuf::ObjectType::ObjectTable as i32
+        && c.into
+            .as_ref()
+            .and_then(|i| i.rel.as_ref())
+            .is_some_and(|r| r.relpersistence == "t")
+}
+
+/// `CALL`, switchable per procedure (by its name parts as the grammar
+/// folded them).
+fn call(c: &protobuf::CallStmt) -> Decision {
+    let parts = c
+        .funccall
+        .as_ref()
+        .map(|f| names(&f.funcname))
+        .unwrap_or_default();
+    Decision::switchable(
+        Class::Call,
+        Need::Call(parts),
+        "CALL is not allowed on a runtime session",
+    )
 }
 
 fn temp_table() -> Decision {
@@ -272,18 +277,7 @@ fn pinned_set_config(node: &N) -> bool {
     let N::SelectStmt(s) = node else {
         return false;
     };
-    let rest = protobuf::SelectStmt {
-        target_list: Vec::new(),
-        from_clause: Vec::new(),
-        where_clause: None,
-        ..(**s).clone()
-    };
-    let plain = protobuf::SelectStmt {
-        op: protobuf::SetOperation::SetopNone as i32,
-        limit_option: protobuf::LimitOption::Default as i32,
-        ..Default::default()
-    };
-    if rest != plain {
+    if !only_target_from_where(s) {
         return false;
     }
     let ([target], [from], Some(filter)) = (
@@ -293,6 +287,30 @@ fn pinned_set_config(node: &N) -> bool {
     ) else {
         return false;
     };
+    is_plain_set_config(target)
+        && is_pg_settings(from)
+        && pinned_name(filter).is_some_and(|setting| settings::is_ordinary_name(&setting))
+}
+
+/// The `SELECT` has nothing but a target list, `FROM` and `WHERE`.
+fn only_target_from_where(s: &protobuf::SelectStmt) -> bool {
+    let rest = protobuf::SelectStmt {
+        target_list: Vec::new(),
+        from_clause: Vec::new(),
+        where_clause: None,
+        ..s.clone()
+    };
+    let plain = protobuf::SelectStmt {
+        op: protobuf::SetOperation::SetopNone as i32,
+        limit_option: protobuf::LimitOption::Default as i32,
+        ..Default::default()
+    };
+    rest == plain
+}
+
+/// The target is an unlabelled `[pg_catalog.]set_config(name, <constant>,
+/// <constant>)` with no aggregate or `VARIADIC` decoration.
+fn is_plain_set_config(target: &protobuf::Node) -> bool {
     let call = match &target.node {
         Some(N::ResTarget(t)) if t.name.is_empty() && t.indirection.is_empty() => {
             match t.val.as_deref().and_then(|v| v.node.as_ref()) {
@@ -319,14 +337,23 @@ fn pinned_set_config(node: &N) -> bool {
         call.args.as_slice(),
         [name, value, local] if is_name_column(name) && constant(value).is_some() && constant(local).is_some()
     );
-    let from_ok = matches!(
+    plain_call && set_config && args_ok
+}
+
+/// `FROM [pg_catalog.]pg_settings` without an alias.
+fn is_pg_settings(from: &protobuf::Node) -> bool {
+    matches!(
         &from.node,
         Some(N::RangeVar(r)) if r.catalogname.is_empty()
             && (r.schemaname.is_empty() || r.schemaname == "pg_catalog")
             && r.relname == "pg_settings"
             && r.alias.is_none()
-    );
-    let pinned = match &filter.node {
+    )
+}
+
+/// The setting a `WHERE name = '<setting>'` filter pins.
+fn pinned_name(filter: &protobuf::Node) -> Option<String> {
+    match &filter.node {
         Some(N::AExpr(e))
             if e.kind == protobuf::AExprKind::AexprOp as i32 && names(&e.name) == ["="] =>
         {
@@ -337,12 +364,7 @@ fn pinned_set_config(node: &N) -> bool {
             }
         }
         _ => None,
-    };
-    plain_call
-        && set_config
-        && args_ok
-        && from_ok
-        && pinned.is_some_and(|setting| settings::is_ordinary_name(&setting))
+    }
 }
 
 /// A bare column reference `name`.
@@ -570,6 +592,16 @@ impl ser::Error for WalkError {
 
 type R = Result<(), WalkError>;
 
+/// Numbers, booleans, bytes and unit structs hold no names: the walk
+/// skips them.
+macro_rules! skip_scalars {
+    ($($method:ident: $ty:ty),* $(,)?) => {$(
+        fn $method(self, _: $ty) -> R {
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for &'a mut Walk {
     type Ok = ();
     type Error = WalkError;
@@ -581,47 +613,24 @@ impl<'a> ser::Serializer for &'a mut Walk {
     type SerializeStruct = &'a mut Walk;
     type SerializeStructVariant = &'a mut Walk;
 
-    fn serialize_bool(self, _: bool) -> R {
-        Ok(())
-    }
-    fn serialize_i8(self, _: i8) -> R {
-        Ok(())
-    }
-    fn serialize_i16(self, _: i16) -> R {
-        Ok(())
-    }
-    fn serialize_i32(self, _: i32) -> R {
-        Ok(())
-    }
-    fn serialize_i64(self, _: i64) -> R {
-        Ok(())
-    }
-    fn serialize_u8(self, _: u8) -> R {
-        Ok(())
-    }
-    fn serialize_u16(self, _: u16) -> R {
-        Ok(())
-    }
-    fn serialize_u32(self, _: u32) -> R {
-        Ok(())
-    }
-    fn serialize_u64(self, _: u64) -> R {
-        Ok(())
-    }
-    fn serialize_f32(self, _: f32) -> R {
-        Ok(())
-    }
-    fn serialize_f64(self, _: f64) -> R {
-        Ok(())
-    }
-    fn serialize_char(self, _: char) -> R {
-        Ok(())
-    }
+    skip_scalars!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_f32: f32,
+        serialize_f64: f64,
+        serialize_char: char,
+        serialize_bytes: &[u8],
+        serialize_unit_struct: &'static str,
+    );
     fn serialize_str(self, v: &str) -> R {
         self.string(v);
-        Ok(())
-    }
-    fn serialize_bytes(self, _: &[u8]) -> R {
         Ok(())
     }
     fn serialize_none(self) -> R {
@@ -631,9 +640,6 @@ impl<'a> ser::Serializer for &'a mut Walk {
         value.serialize(self)
     }
     fn serialize_unit(self) -> R {
-        Ok(())
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> R {
         Ok(())
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> R {
@@ -697,75 +703,53 @@ impl<'a> ser::Serializer for &'a mut Walk {
     }
 }
 
-impl ser::SerializeSeq for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+/// Sequences and tuples: every element is walked, in the current place.
+macro_rules! walk_elements {
+    ($($kind:ident::$method:ident),* $(,)?) => {$(
+        impl ser::$kind for &mut Walk {
+            type Ok = ();
+            type Error = WalkError;
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> R {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
+walk_elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
+);
+
+/// Structs: each field's name is the place of what it holds
+/// ([`Walk::field`]); the struct is left at its end.
+macro_rules! walk_fields {
+    ($($kind:ident),* $(,)?) => {$(
+        impl ser::$kind for &mut Walk {
+            type Ok = ();
+            type Error = WalkError;
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> R {
+                self.field(key);
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> R {
+                self.leave();
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleStruct for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleVariant for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> R {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> R {
-        self.field(key);
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        self.leave();
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for &mut Walk {
-    type Ok = ();
-    type Error = WalkError;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> R {
-        self.field(key);
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> R {
-        self.leave();
-        Ok(())
-    }
-}
+walk_fields!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {

@@ -173,31 +173,47 @@ fn is_role_object(object: Option<&str>) -> bool {
     )
 }
 
+/// Commands refused whatever follows their keyword, with their labels.
+const REFUSED_COMMANDS: &[(&str, Head)] = &[
+    ("grant", role_command("GRANT")),
+    ("revoke", role_command("REVOKE")),
+    ("reassign", role_command("REASSIGN OWNED")),
+    ("comment", ddl_command("COMMENT")),
+    ("security", ddl_command("SECURITY LABEL")),
+    ("reindex", ddl_command("REINDEX")),
+    ("cluster", ddl_command("CLUSTER")),
+    ("refresh", ddl_command("REFRESH MATERIALIZED VIEW")),
+    ("do", ddl_command("DO")),
+    ("load", ddl_command("LOAD")),
+    ("import", ddl_command("IMPORT FOREIGN SCHEMA")),
+    ("checkpoint", ddl_command("CHECKPOINT")),
+];
+
+const fn role_command(verb: &'static str) -> Head {
+    Head::RoleDdl(Label { verb, object: None })
+}
+
+const fn ddl_command(verb: &'static str) -> Head {
+    Head::Ddl(Label { verb, object: None })
+}
+
+fn kw_at(src: &str, toks: &[Token], i: usize, kw: &str) -> bool {
+    toks.get(i).is_some_and(|t| t.is_kw(src, kw))
+}
+
 /// The head of a statement (its tokens, without the `;`).
 pub(crate) fn head(src: &str, toks: &[Token]) -> Head {
     let Some(first) = toks.first() else {
         return Head::Unknown;
     };
     if first.kind == Kind::LParen {
-        // A parenthesised query: `(SELECT …) UNION …`.
-        let inner = toks.iter().find(|t| t.kind != Kind::LParen);
-        return match inner {
-            Some(t)
-                if ["select", "values", "table", "with"]
-                    .iter()
-                    .any(|k| t.is_kw(src, k)) =>
-            {
-                Head::Query
-            }
-            _ => Head::Unknown,
-        };
+        return parenthesised(src, toks);
     }
     if first.kind != Kind::Word {
         return Head::Unknown;
     }
-    let kw = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_kw(src, k));
+    let kw = |i: usize, k: &str| kw_at(src, toks, i, k);
     let w = first.text(src).to_ascii_lowercase();
-    let ddl = |verb: &'static str, object: Option<&'static str>| Head::Ddl(Label { verb, object });
     match w.as_str() {
         "select" | "values" | "table" | "with" => Head::Query,
         "insert" => Head::Insert,
@@ -236,61 +252,58 @@ pub(crate) fn head(src: &str, toks: &[Token]) -> Head {
         "vacuum" => Head::Vacuum,
         "analyze" | "analyse" => Head::Analyze,
         "call" => Head::Call,
-        "create" => {
-            let mut i = 1;
-            if kw(i, "global") || kw(i, "local") {
-                i += 1;
-            }
-            if kw(i, "temp") || kw(i, "temporary") {
-                i += 1;
-                if kw(i, "unlogged") {
-                    i += 1;
-                }
-                if kw(i, "table") {
-                    return Head::CreateTempTable;
-                }
-            }
-            let object = object_label(src, toks, 1, true);
-            if is_role_object(object) {
-                Head::RoleDdl(Label {
-                    verb: "CREATE",
-                    object,
-                })
-            } else {
-                ddl("CREATE", object)
-            }
+        "create" => create(src, toks),
+        "alter" => schema_change("ALTER", object_label(src, toks, 1, false)),
+        "drop" => schema_change("DROP", object_label(src, toks, 1, false)),
+        other => REFUSED_COMMANDS
+            .iter()
+            .find(|(k, _)| *k == other)
+            .map_or(Head::Unknown, |(_, head)| *head),
+    }
+}
+
+/// A parenthesised query: `(SELECT …) UNION …`.
+fn parenthesised(src: &str, toks: &[Token]) -> Head {
+    let inner = toks.iter().find(|t| t.kind != Kind::LParen);
+    match inner {
+        Some(t)
+            if ["select", "values", "table", "with"]
+                .iter()
+                .any(|k| t.is_kw(src, k)) =>
+        {
+            Head::Query
         }
-        "alter" | "drop" => {
-            let verb = if w == "alter" { "ALTER" } else { "DROP" };
-            let object = object_label(src, toks, 1, false);
-            if is_role_object(object) {
-                Head::RoleDdl(Label { verb, object })
-            } else {
-                ddl(verb, object)
-            }
-        }
-        "grant" => Head::RoleDdl(Label {
-            verb: "GRANT",
-            object: None,
-        }),
-        "revoke" => Head::RoleDdl(Label {
-            verb: "REVOKE",
-            object: None,
-        }),
-        "reassign" => Head::RoleDdl(Label {
-            verb: "REASSIGN OWNED",
-            object: None,
-        }),
-        "comment" => ddl("COMMENT", None),
-        "security" => ddl("SECURITY LABEL", None),
-        "reindex" => ddl("REINDEX", None),
-        "cluster" => ddl("CLUSTER", None),
-        "refresh" => ddl("REFRESH MATERIALIZED VIEW", None),
-        "do" => ddl("DO", None),
-        "load" => ddl("LOAD", None),
-        "import" => ddl("IMPORT FOREIGN SCHEMA", None),
-        "checkpoint" => ddl("CHECKPOINT", None),
         _ => Head::Unknown,
+    }
+}
+
+/// `CREATE [GLOBAL|LOCAL] {TEMP|TEMPORARY} [UNLOGGED] TABLE`, or a schema
+/// change.
+fn create(src: &str, toks: &[Token]) -> Head {
+    let kw = |i: usize, k: &str| kw_at(src, toks, i, k);
+    let mut i = 1;
+    if kw(i, "global") || kw(i, "local") {
+        i += 1;
+    }
+    if kw(i, "temp") || kw(i, "temporary") {
+        i += 1;
+        if kw(i, "unlogged") {
+            i += 1;
+        }
+        if kw(i, "table") {
+            return Head::CreateTempTable;
+        }
+    }
+    schema_change("CREATE", object_label(src, toks, 1, true))
+}
+
+/// `verb object`: a role or privilege change for role objects, else DDL.
+fn schema_change(verb: &'static str, object: Option<&'static str>) -> Head {
+    let label = Label { verb, object };
+    if is_role_object(object) {
+        Head::RoleDdl(label)
+    } else {
+        Head::Ddl(label)
     }
 }
 

@@ -225,190 +225,23 @@ pub(crate) fn statement_end(src: &str, from: usize) -> Result<usize, LexError> {
 /// stop after `max_tokens` tokens. Returns the scan and where it stopped
 /// (the `;`'s offset, the end of the last token kept, or the end).
 fn scan_until(src: &str, from: usize, one_statement: bool, max_tokens: usize) -> (Scan, usize) {
-    let b = src.as_bytes();
-    let n = b.len();
+    let n = src.len();
     let capacity = if one_statement { 64 } else { n / 5 + 4 };
     let mut tokens = Vec::with_capacity(capacity.min(max_tokens));
-    let mut i = from;
+    let mut scanner = Scanner {
+        src,
+        b: src.as_bytes(),
+        i: from,
+    };
     let mut error = None;
-    while i < n {
-        let c = b[i];
-        let start = i;
-        let kind = match c {
-            _ if is_space(c) => {
-                i += 1;
-                continue;
-            }
-            0 => {
-                error = Some(LexError::Nul);
+    while scanner.i < n {
+        let start = scanner.i;
+        let kind = match scanner.token() {
+            Ok(Some(kind)) => kind,
+            Ok(None) => continue,
+            Err(e) => {
+                error = Some(e);
                 break;
-            }
-            b'-' if at(b, i + 1) == b'-' => {
-                // `--` comment: to the next \n or \r (PostgreSQL accepts either).
-                while i < n && b[i] != b'\n' && b[i] != b'\r' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'/' if at(b, i + 1) == b'*' => match skip_block_comment(b, i) {
-                Some(end) => {
-                    i = end;
-                    continue;
-                }
-                None => {
-                    error = Some(LexError::Unterminated);
-                    break;
-                }
-            },
-            b'\'' => match scan_quoted(b, i + 1, StrKind::Standard) {
-                Some(end) => {
-                    i = end;
-                    Kind::Str(StrKind::Standard)
-                }
-                None => {
-                    error = Some(LexError::Unterminated);
-                    break;
-                }
-            },
-            b'"' => match scan_dquoted(b, i + 1) {
-                Ok(end) => {
-                    i = end;
-                    Kind::QuotedIdent
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break;
-                }
-            },
-            b'$' if at(b, i + 1).is_ascii_digit() => {
-                i += 1;
-                while i < n && b[i].is_ascii_digit() {
-                    i += 1;
-                }
-                if i < n && is_ident_start(b[i]) {
-                    // {param_junk}: `$1abc` is an error to the server.
-                    error = Some(LexError::TrailingJunk);
-                    break;
-                }
-                Kind::Param
-            }
-            b'$' => match dollar_delimiter(b, i) {
-                Some(open_end) => {
-                    let delim = &src[i..open_end];
-                    match src[open_end..].find(delim) {
-                        Some(pos) => {
-                            i = open_end + pos + delim.len();
-                            Kind::Str(StrKind::Dollar)
-                        }
-                        None => {
-                            error = Some(LexError::Unterminated);
-                            break;
-                        }
-                    }
-                }
-                None => {
-                    // {dolqfailed} or a lone `$`: the `$` alone is an {other}
-                    // character; what follows is rescanned.
-                    i += 1;
-                    Kind::Other
-                }
-            },
-            b'0'..=b'9' | b'.' if c != b'.' || at(b, i + 1).is_ascii_digit() => {
-                i = scan_number(b, i);
-                if i < n && is_ident_start(b[i]) {
-                    // {integer_junk}, {numeric_junk}, {real_junk}: `1abc`,
-                    // `0x`, `1.5e`, `1；` are errors to PostgreSQL 15+ (older
-                    // servers read `1 AS abc`); refusing is safe either way.
-                    error = Some(LexError::TrailingJunk);
-                    break;
-                }
-                Kind::Number
-            }
-            b'.' if at(b, i + 1) == b'.' => {
-                i += 2;
-                Kind::Op
-            }
-            b'.' => {
-                i += 1;
-                Kind::Dot
-            }
-            b'(' => {
-                i += 1;
-                Kind::LParen
-            }
-            b')' => {
-                i += 1;
-                Kind::RParen
-            }
-            b',' => {
-                i += 1;
-                Kind::Comma
-            }
-            b';' => {
-                i += 1;
-                Kind::Semicolon
-            }
-            b'[' | b']' => {
-                i += 1;
-                Kind::Op
-            }
-            b':' => {
-                i += if matches!(at(b, i + 1), b':' | b'=') {
-                    2
-                } else {
-                    1
-                };
-                Kind::Op
-            }
-            _ if is_op_char(c) => {
-                i = scan_operator(b, i);
-                Kind::Op
-            }
-            _ if is_ident_start(c) => {
-                let next = at(b, i + 1);
-                let lower = c.to_ascii_lowercase();
-                let prefixed = match (lower, next) {
-                    (b'e', b'\'') => Some((StrKind::Escape, i + 2)),
-                    (b'b', b'\'') => Some((StrKind::Bit, i + 2)),
-                    (b'x', b'\'') => Some((StrKind::Hex, i + 2)),
-                    (b'n', b'\'') => Some((StrKind::National, i + 2)),
-                    (b'u', b'&') if at(b, i + 2) == b'\'' => Some((StrKind::Unicode, i + 3)),
-                    _ => None,
-                };
-                if let Some((sk, body)) = prefixed {
-                    match scan_quoted(b, body, sk) {
-                        Some(end) => {
-                            i = end;
-                            Kind::Str(sk)
-                        }
-                        None => {
-                            error = Some(LexError::Unterminated);
-                            break;
-                        }
-                    }
-                } else if lower == b'u' && next == b'&' && at(b, i + 2) == b'"' {
-                    match scan_dquoted(b, i + 3) {
-                        Ok(end) => {
-                            i = end;
-                            Kind::UnicodeIdent
-                        }
-                        Err(e) => {
-                            error = Some(e);
-                            break;
-                        }
-                    }
-                } else {
-                    i += 1;
-                    while i < n && is_ident_cont(b[i]) {
-                        i += 1;
-                    }
-                    Kind::Word
-                }
-            }
-            _ => {
-                // {other}: one character (ASCII here: bytes >= 0x80 start identifiers).
-                i += 1;
-                Kind::Other
             }
         };
         if one_statement && kind == Kind::Semicolon {
@@ -417,13 +250,171 @@ fn scan_until(src: &str, from: usize, one_statement: bool, max_tokens: usize) ->
         tokens.push(Token {
             kind,
             start,
-            end: i,
+            end: scanner.i,
         });
         if tokens.len() >= max_tokens {
-            return (Scan { tokens, error }, i);
+            return (Scan { tokens, error }, scanner.i);
         }
     }
     (Scan { tokens, error }, n)
+}
+
+/// The scanner's position in one text. Each method reads one class of
+/// token starting at `i` and leaves `i` just after it; on an error `i` no
+/// longer matters (the scan stops).
+struct Scanner<'a> {
+    src: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    /// What starts at `i`: a token's kind, `None` for white space or a
+    /// comment, or the lexical error that ends the scan. The arms follow
+    /// scan.l's rules; their order matters where their first bytes overlap.
+    fn token(&mut self) -> Result<Option<Kind>, LexError> {
+        let (b, i) = (self.b, self.i);
+        let c = b[i];
+        let kind = match c {
+            _ if is_space(c) => {
+                self.i += 1;
+                return Ok(None);
+            }
+            0 => return Err(LexError::Nul),
+            b'-' if at(b, i + 1) == b'-' => {
+                // `--` comment: to the next \n or \r (PostgreSQL accepts either).
+                self.i = line_comment_end(b, i);
+                return Ok(None);
+            }
+            b'/' if at(b, i + 1) == b'*' => {
+                self.i = skip_block_comment(b, i).ok_or(LexError::Unterminated)?;
+                return Ok(None);
+            }
+            b'\'' => self.string(i + 1, StrKind::Standard)?,
+            b'"' => self.quoted_ident(i + 1, Kind::QuotedIdent)?,
+            b'$' if at(b, i + 1).is_ascii_digit() => self.param()?,
+            b'$' => self.dollar()?,
+            b'0'..=b'9' | b'.' if c != b'.' || at(b, i + 1).is_ascii_digit() => self.number()?,
+            _ if is_ident_start(c) => self.word()?,
+            _ => self.punctuation(c),
+        };
+        Ok(Some(kind))
+    }
+
+    /// A string constant of flavour `sk` whose body starts at `body`.
+    fn string(&mut self, body: usize, sk: StrKind) -> Result<Kind, LexError> {
+        self.i = scan_quoted(self.b, body, sk).ok_or(LexError::Unterminated)?;
+        Ok(Kind::Str(sk))
+    }
+
+    /// A double-quoted identifier (`"…"` or `U&"…"`) whose body starts at `body`.
+    fn quoted_ident(&mut self, body: usize, kind: Kind) -> Result<Kind, LexError> {
+        self.i = scan_dquoted(self.b, body)?;
+        Ok(kind)
+    }
+
+    /// `$n`.
+    fn param(&mut self) -> Result<Kind, LexError> {
+        let b = self.b;
+        let mut i = self.i + 1;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i < b.len() && is_ident_start(b[i]) {
+            // {param_junk}: `$1abc` is an error to the server.
+            return Err(LexError::TrailingJunk);
+        }
+        self.i = i;
+        Ok(Kind::Param)
+    }
+
+    /// A dollar-quoted string, or a lone `$`.
+    fn dollar(&mut self) -> Result<Kind, LexError> {
+        let i = self.i;
+        let Some(open_end) = dollar_delimiter(self.b, i) else {
+            // {dolqfailed} or a lone `$`: the `$` alone is an {other}
+            // character; what follows is rescanned.
+            self.i += 1;
+            return Ok(Kind::Other);
+        };
+        let delim = &self.src[i..open_end];
+        let pos = self.src[open_end..]
+            .find(delim)
+            .ok_or(LexError::Unterminated)?;
+        self.i = open_end + pos + delim.len();
+        Ok(Kind::Str(StrKind::Dollar))
+    }
+
+    /// A numeric constant.
+    fn number(&mut self) -> Result<Kind, LexError> {
+        let i = scan_number(self.b, self.i);
+        if i < self.b.len() && is_ident_start(self.b[i]) {
+            // {integer_junk}, {numeric_junk}, {real_junk}: `1abc`, `0x`,
+            // `1.5e`, `1；` are errors to PostgreSQL 15+ (older servers read
+            // `1 AS abc`); refusing is safe either way.
+            return Err(LexError::TrailingJunk);
+        }
+        self.i = i;
+        Ok(Kind::Number)
+    }
+
+    /// An identifier or keyword, or the string or quoted identifier that
+    /// a prefix (`E'`, `B'`, `X'`, `N'`, `U&'`, `U&"`) opens.
+    fn word(&mut self) -> Result<Kind, LexError> {
+        let (b, i) = (self.b, self.i);
+        let next = at(b, i + 1);
+        let lower = b[i].to_ascii_lowercase();
+        let prefixed = match (lower, next) {
+            (b'e', b'\'') => Some((StrKind::Escape, i + 2)),
+            (b'b', b'\'') => Some((StrKind::Bit, i + 2)),
+            (b'x', b'\'') => Some((StrKind::Hex, i + 2)),
+            (b'n', b'\'') => Some((StrKind::National, i + 2)),
+            (b'u', b'&') if at(b, i + 2) == b'\'' => Some((StrKind::Unicode, i + 3)),
+            _ => None,
+        };
+        if let Some((sk, body)) = prefixed {
+            return self.string(body, sk);
+        }
+        if lower == b'u' && next == b'&' && at(b, i + 2) == b'"' {
+            return self.quoted_ident(i + 3, Kind::UnicodeIdent);
+        }
+        let mut end = i + 1;
+        while end < b.len() && is_ident_cont(b[end]) {
+            end += 1;
+        }
+        self.i = end;
+        Ok(Kind::Word)
+    }
+
+    /// Punctuation, an operator, or an {other} character: always a token.
+    fn punctuation(&mut self, c: u8) -> Kind {
+        let (b, i) = (self.b, self.i);
+        let (kind, end) = match c {
+            b'.' if at(b, i + 1) == b'.' => (Kind::Op, i + 2),
+            b'.' => (Kind::Dot, i + 1),
+            b'(' => (Kind::LParen, i + 1),
+            b')' => (Kind::RParen, i + 1),
+            b',' => (Kind::Comma, i + 1),
+            b';' => (Kind::Semicolon, i + 1),
+            b'[' | b']' => (Kind::Op, i + 1),
+            b':' if matches!(at(b, i + 1), b':' | b'=') => (Kind::Op, i + 2),
+            b':' => (Kind::Op, i + 1),
+            _ if is_op_char(c) => (Kind::Op, scan_operator(b, i)),
+            // {other}: one character (ASCII here: bytes >= 0x80 start identifiers).
+            _ => (Kind::Other, i + 1),
+        };
+        self.i = end;
+        kind
+    }
+}
+
+/// The end of a `--` comment starting at `i`: the next \n or \r (PostgreSQL
+/// accepts either), or the end of the text.
+fn line_comment_end(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
+        i += 1;
+    }
+    i
 }
 
 /// `/* … */` with nesting, as `<xc>` in scan.l. Returns the index after the
@@ -485,11 +476,7 @@ fn continuation(b: &[u8], mut i: usize) -> Option<usize> {
                 newline = true;
                 i += 1;
             }
-            b'-' if at(b, i + 1) == b'-' => {
-                while i < b.len() && b[i] != b'\n' && b[i] != b'\r' {
-                    i += 1;
-                }
-            }
+            b'-' if at(b, i + 1) == b'-' => i = line_comment_end(b, i),
             b'\'' if newline => return Some(i),
             _ => return None,
         }

@@ -95,6 +95,8 @@ pub use cache::VerdictCache;
 pub use denylist::DENIED_FUNCTIONS;
 pub use startup::check_startup;
 
+use std::ops::Range;
+
 /// What a statement is, for the verdict and as a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -396,24 +398,35 @@ pub fn is_large(sql: &[u8]) -> bool {
 /// Read a text into an [`Analysis`] (no switches involved): rolegate's
 /// own reading, cross-checked against PostgreSQL's grammar.
 pub(crate) fn analyze(sql: &[u8]) -> Analysis {
-    let Ok(src) = std::str::from_utf8(sql) else {
-        return Analysis::whole(
-            Class::InvalidUtf8,
-            "statement text is not valid UTF-8",
-            Path::Lexer,
-        );
+    let src = match readable(sql) {
+        Ok(src) => src,
+        Err(refusal) => return refusal,
     };
-    if sql.contains(&0) {
-        return Analysis::whole(
-            Class::Unparseable,
-            "the text contains a NUL byte",
-            Path::Lexer,
-        );
-    }
     if sql.len() >= LARGE_TEXT {
         return analyze_large(src);
     }
     analyze_text(src)
+}
+
+/// The text when it is UTF-8 without a NUL byte, else the refusal of the
+/// whole text. A NUL anywhere (even inside a quoted identifier, where the
+/// scanner would carry it) is text PostgreSQL never receives.
+fn readable(sql: &[u8]) -> Result<&str, Analysis> {
+    let Ok(src) = std::str::from_utf8(sql) else {
+        return Err(Analysis::whole(
+            Class::InvalidUtf8,
+            "statement text is not valid UTF-8",
+            Path::Lexer,
+        ));
+    };
+    if sql.contains(&0) {
+        return Err(Analysis::whole(
+            Class::Unparseable,
+            "the text contains a NUL byte",
+            Path::Lexer,
+        ));
+    }
+    Ok(src)
 }
 
 /// Both readings of a text that is valid UTF-8 without NUL.
@@ -600,33 +613,13 @@ fn cross_check(ours: Analysis, theirs: &[Decision]) -> Analysis {
 
 /// rolegate's own reading of a text (see the module docs).
 fn read_ours(sql: &[u8]) -> Analysis {
-    let Ok(src) = std::str::from_utf8(sql) else {
-        return Analysis::whole(
-            Class::InvalidUtf8,
-            "statement text is not valid UTF-8",
-            Path::Lexer,
-        );
+    let src = match readable(sql) {
+        Ok(src) => src,
+        Err(refusal) => return refusal,
     };
-    // A NUL anywhere (even inside a quoted identifier, where the scanner
-    // would carry it) is text PostgreSQL never receives: refuse it whole.
-    if sql.contains(&0) {
-        return Analysis::whole(
-            Class::Unparseable,
-            "the text contains a NUL byte",
-            Path::Lexer,
-        );
-    }
     let scan = lex::scan(src);
     if let Some(err) = scan.error {
-        let reason = match err {
-            lex::LexError::Unterminated => {
-                "the text has an unterminated string, quoted identifier or comment"
-            }
-            lex::LexError::EmptyIdent => "the text has a zero-length quoted identifier",
-            lex::LexError::Nul => "the text contains a NUL byte",
-            lex::LexError::TrailingJunk => "the text has a number running into a word",
-        };
-        return Analysis::whole(Class::Unparseable, reason, Path::Lexer);
+        return Analysis::whole(Class::Unparseable, lex_refusal(err), Path::Lexer);
     }
     let pieces = lex::split(&scan.tokens);
     let mut analysis = Analysis {
@@ -637,36 +630,7 @@ fn read_ours(sql: &[u8]) -> Analysis {
     };
     let mut summary: Option<Class> = None;
     for (index, range) in pieces.iter().enumerate() {
-        let toks = &scan.tokens[range.clone()];
-        let begin = if range.start == 0 {
-            0
-        } else {
-            scan.tokens[range.start - 1].end
-        };
-        let end = scan.tokens.get(range.end).map_or(src.len(), |t| t.start);
-        let head = heads::head(src, toks);
-        // The token reading first: it is cheap and allows only plainly
-        // harmless shapes. sqlparser reads only what it would refuse (it
-        // may allow more, e.g. a statement whose shape the token reading
-        // does not know), so ordinary SQL costs one scan here; PostgreSQL's
-        // grammar reads every statement either way (`analyze_text`).
-        let quick = fallback::classify(src, toks, head);
-        let (mut d, path) = if quick.allowed {
-            (quick, Path::Lexer)
-        } else {
-            match parsed::classify(&src[begin..end], begin, toks, src, head) {
-                Some(d) => (d, Path::Parser),
-                None => (quick, Path::Lexer),
-            }
-        };
-        // Guards decide for everything a path would allow; for a statement
-        // refused as unreadable they may name a more specific class (a
-        // Unicode-escaped `pg_read_file` is a dangerous function).
-        if (d.allowed || d.class == Class::Unparseable)
-            && let Some(refusal) = guards::check(src, toks)
-        {
-            d = refusal;
-        }
+        let (d, path) = read_statement(src, &scan.tokens, range.clone());
         if path == Path::Lexer {
             analysis.path = Path::Lexer;
         }
@@ -695,6 +659,54 @@ fn read_ours(sql: &[u8]) -> Analysis {
     }
     analysis.summary = summary.unwrap_or(Class::Empty);
     analysis
+}
+
+/// The reason for refusing a text the scanner cannot read.
+fn lex_refusal(err: lex::LexError) -> &'static str {
+    match err {
+        lex::LexError::Unterminated => {
+            "the text has an unterminated string, quoted identifier or comment"
+        }
+        lex::LexError::EmptyIdent => "the text has a zero-length quoted identifier",
+        lex::LexError::Nul => "the text contains a NUL byte",
+        lex::LexError::TrailingJunk => "the text has a number running into a word",
+    }
+}
+
+/// rolegate's reading of the statement `tokens[range]` of `src`: its
+/// decision and the path that made it.
+fn read_statement(src: &str, tokens: &[lex::Token], range: Range<usize>) -> (Decision, Path) {
+    let toks = &tokens[range.clone()];
+    let begin = if range.start == 0 {
+        0
+    } else {
+        tokens[range.start - 1].end
+    };
+    let end = tokens.get(range.end).map_or(src.len(), |t| t.start);
+    let head = heads::head(src, toks);
+    // The token reading first: it is cheap and allows only plainly
+    // harmless shapes. sqlparser reads only what it would refuse (it
+    // may allow more, e.g. a statement whose shape the token reading
+    // does not know), so ordinary SQL costs one scan here; PostgreSQL's
+    // grammar reads every statement either way (`analyze_text`).
+    let quick = fallback::classify(src, toks, head);
+    let (mut d, path) = if quick.allowed {
+        (quick, Path::Lexer)
+    } else {
+        match parsed::classify(&src[begin..end], begin, toks, src, head) {
+            Some(d) => (d, Path::Parser),
+            None => (quick, Path::Lexer),
+        }
+    };
+    // Guards decide for everything a path would allow; for a statement
+    // refused as unreadable they may name a more specific class (a
+    // Unicode-escaped `pg_read_file` is a dangerous function).
+    if (d.allowed || d.class == Class::Unparseable)
+        && let Some(refusal) = guards::check(src, toks)
+    {
+        d = refusal;
+    }
+    (d, path)
 }
 
 /// Fold a configured procedure name (`app.proc`, `"Mixed"`) into name parts

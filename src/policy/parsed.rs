@@ -23,7 +23,10 @@
 //! [`MAX_PARSER_TOKENS`] tokens therefore skip the parser (the lexer path
 //! reads them in linear time), and the AST walk here is iterative.
 
-use sqlparser::ast::{CopySource, CopyTarget, ObjectNamePart, Query, SetExpr, Statement};
+use sqlparser::ast::{
+    CopySource, CopyTarget, CreateTable, Declare, Function, ObjectNamePart, Query, SetExpr,
+    Statement,
+};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
@@ -32,27 +35,17 @@ use sqlparser::tokenizer::{Token as SqlToken, TokenWithSpan, Tokenizer};
 use super::fallback;
 use super::heads::{self, Head};
 use super::lex::{Kind, LineCol, StrKind, Token};
-use super::{Class, Decision, Need};
+use super::{Class, Decision};
 
 /// Statements with more tokens than this are read by the lexer path only.
 /// At this size the deepest tree sqlparser can build is a few thousand
 /// levels, which its own `Drop` handles on a 2 MiB thread stack.
 pub(crate) const MAX_PARSER_TOKENS: usize = 4096;
 
-/// The class of a token for the alignment check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Align {
-    Word,
-    QuotedIdent,
-    Str(StrKind),
-    Number,
-    Param,
-    LParen,
-    RParen,
-    Comma,
-    Semicolon,
-    Ops,
-}
+/// One significant token for the alignment check: its kind and its span as
+/// (line, column). `.`, operators and other punctuation all count as
+/// [`Kind::Op`], and touching ones merge into one run (see [`push_merged`]).
+type Run = (Kind, Pos, Pos);
 
 type Pos = (u64, u64);
 
@@ -88,94 +81,109 @@ pub(crate) fn classify(
 /// True when sqlparser's tokens have the same significant tokens, with the
 /// same spans, as the PostgreSQL-exact scan.
 fn aligned(piece: &str, offset: usize, toks: &[Token], sp: &[TokenWithSpan]) -> bool {
-    let mut mine: Vec<(Align, Pos, Pos)> = Vec::with_capacity(toks.len());
+    let Some(mine) = our_runs(piece, offset, toks) else {
+        return false;
+    };
+    their_runs(sp, mine.len()).is_some_and(|theirs| theirs == mine)
+}
+
+/// The PostgreSQL-exact scan's runs; `None` when it has a token sqlparser
+/// has no twin for.
+fn our_runs(piece: &str, offset: usize, toks: &[Token]) -> Option<Vec<Run>> {
+    let mut runs = Vec::with_capacity(toks.len());
     let mut lc = LineCol::new(piece);
     for t in toks {
-        let a = match t.kind {
-            Kind::Word => Align::Word,
-            Kind::QuotedIdent => Align::QuotedIdent,
+        let kind = match t.kind {
             // sqlparser has no U&"…" token: never aligned, always the lexer path.
-            Kind::UnicodeIdent => return false,
-            Kind::Str(k) => Align::Str(k),
-            Kind::Number => Align::Number,
-            Kind::Param => Align::Param,
-            Kind::LParen => Align::LParen,
-            Kind::RParen => Align::RParen,
-            Kind::Comma => Align::Comma,
-            Kind::Semicolon => Align::Semicolon,
-            Kind::Dot | Kind::Op | Kind::Other => Align::Ops,
+            Kind::UnicodeIdent => return None,
+            Kind::Dot | Kind::Op | Kind::Other => Kind::Op,
+            kind => kind,
         };
         let start = lc.at(t.start - offset);
         let end = lc.at(t.end - offset);
-        push_merged(&mut mine, a, start, end);
+        push_merged(&mut runs, kind, start, end);
     }
-    let mut theirs: Vec<(Align, Pos, Pos)> = Vec::with_capacity(mine.len());
+    Some(runs)
+}
+
+/// sqlparser's runs; `None` when it read a token PostgreSQL's scanner has
+/// no twin for.
+fn their_runs(sp: &[TokenWithSpan], capacity: usize) -> Option<Vec<Run>> {
+    let mut runs = Vec::with_capacity(capacity);
     for t in sp {
-        let a = match &t.token {
-            SqlToken::Whitespace(_) | SqlToken::EOF => continue,
-            SqlToken::Word(w) => match w.quote_style {
-                None => {
-                    // A non-ASCII word that sqlparser takes for a keyword
-                    // (`ſelect` upper-cases to SELECT) is an identifier to
-                    // PostgreSQL: not the same reading.
-                    if w.keyword != Keyword::NoKeyword && !w.value.is_ascii() {
-                        return false;
-                    }
-                    Align::Word
-                }
-                Some('"') => Align::QuotedIdent,
-                Some(_) => return false,
-            },
-            SqlToken::SingleQuotedString(_) => Align::Str(StrKind::Standard),
-            SqlToken::EscapedStringLiteral(_) => Align::Str(StrKind::Escape),
-            SqlToken::NationalStringLiteral(_) => Align::Str(StrKind::National),
-            SqlToken::SingleQuotedByteStringLiteral(_) => Align::Str(StrKind::Bit),
-            SqlToken::HexStringLiteral(_) => Align::Str(StrKind::Hex),
-            SqlToken::UnicodeStringLiteral(_) => Align::Str(StrKind::Unicode),
-            SqlToken::DollarQuotedString(_) => Align::Str(StrKind::Dollar),
-            SqlToken::Number(_, _) => Align::Number,
-            SqlToken::Placeholder(p) if p.starts_with('$') => Align::Param,
-            SqlToken::LParen => Align::LParen,
-            SqlToken::RParen => Align::RParen,
-            SqlToken::Comma => Align::Comma,
-            SqlToken::SemiColon => Align::Semicolon,
-            // Any other string-like or payload token has no PostgreSQL twin.
-            SqlToken::Placeholder(_)
-            | SqlToken::DoubleQuotedString(_)
-            | SqlToken::TripleSingleQuotedString(_)
-            | SqlToken::TripleDoubleQuotedString(_)
-            | SqlToken::DoubleQuotedByteStringLiteral(_)
-            | SqlToken::TripleSingleQuotedByteStringLiteral(_)
-            | SqlToken::TripleDoubleQuotedByteStringLiteral(_)
-            | SqlToken::SingleQuotedRawStringLiteral(_)
-            | SqlToken::DoubleQuotedRawStringLiteral(_)
-            | SqlToken::TripleSingleQuotedRawStringLiteral(_)
-            | SqlToken::TripleDoubleQuotedRawStringLiteral(_)
-            | SqlToken::QuoteDelimitedStringLiteral(_)
-            | SqlToken::NationalQuoteDelimitedStringLiteral(_)
-            | SqlToken::CopyData { .. } => return false,
-            _ => Align::Ops,
+        let Some(kind) = their_kind(&t.token).ok()? else {
+            continue;
         };
         let start = (t.span.start.line, t.span.start.column);
         let end = (t.span.end.line, t.span.end.column);
-        push_merged(&mut theirs, a, start, end);
+        push_merged(&mut runs, kind, start, end);
     }
-    mine == theirs
+    Some(runs)
+}
+
+/// A sqlparser token that PostgreSQL's scanner has no twin for.
+struct NoTwin;
+
+/// The kind of one sqlparser token as a run, `None` for white space and
+/// the end.
+fn their_kind(token: &SqlToken) -> Result<Option<Kind>, NoTwin> {
+    let kind = match token {
+        SqlToken::Whitespace(_) | SqlToken::EOF => return Ok(None),
+        SqlToken::Word(w) => match w.quote_style {
+            // A non-ASCII word that sqlparser takes for a keyword (`ſelect`
+            // upper-cases to SELECT) is an identifier to PostgreSQL: not
+            // the same reading.
+            None if w.keyword != Keyword::NoKeyword && !w.value.is_ascii() => return Err(NoTwin),
+            None => Kind::Word,
+            Some('"') => Kind::QuotedIdent,
+            Some(_) => return Err(NoTwin),
+        },
+        SqlToken::SingleQuotedString(_) => Kind::Str(StrKind::Standard),
+        SqlToken::EscapedStringLiteral(_) => Kind::Str(StrKind::Escape),
+        SqlToken::NationalStringLiteral(_) => Kind::Str(StrKind::National),
+        SqlToken::SingleQuotedByteStringLiteral(_) => Kind::Str(StrKind::Bit),
+        SqlToken::HexStringLiteral(_) => Kind::Str(StrKind::Hex),
+        SqlToken::UnicodeStringLiteral(_) => Kind::Str(StrKind::Unicode),
+        SqlToken::DollarQuotedString(_) => Kind::Str(StrKind::Dollar),
+        SqlToken::Number(_, _) => Kind::Number,
+        SqlToken::Placeholder(p) if p.starts_with('$') => Kind::Param,
+        SqlToken::LParen => Kind::LParen,
+        SqlToken::RParen => Kind::RParen,
+        SqlToken::Comma => Kind::Comma,
+        SqlToken::SemiColon => Kind::Semicolon,
+        // Any other string-like or payload token has no PostgreSQL twin.
+        SqlToken::Placeholder(_)
+        | SqlToken::DoubleQuotedString(_)
+        | SqlToken::TripleSingleQuotedString(_)
+        | SqlToken::TripleDoubleQuotedString(_)
+        | SqlToken::DoubleQuotedByteStringLiteral(_)
+        | SqlToken::TripleSingleQuotedByteStringLiteral(_)
+        | SqlToken::TripleDoubleQuotedByteStringLiteral(_)
+        | SqlToken::SingleQuotedRawStringLiteral(_)
+        | SqlToken::DoubleQuotedRawStringLiteral(_)
+        | SqlToken::TripleSingleQuotedRawStringLiteral(_)
+        | SqlToken::TripleDoubleQuotedRawStringLiteral(_)
+        | SqlToken::QuoteDelimitedStringLiteral(_)
+        | SqlToken::NationalQuoteDelimitedStringLiteral(_)
+        | SqlToken::CopyData { .. } => return Err(NoTwin),
+        _ => Kind::Op,
+    };
+    Ok(Some(kind))
 }
 
 /// Append, merging touching operator tokens into one run: PostgreSQL and
 /// sqlparser split operator characters differently, and the split does not
 /// matter here; which bytes are operator characters does.
-fn push_merged(v: &mut Vec<(Align, Pos, Pos)>, a: Align, start: Pos, end: Pos) {
-    if a == Align::Ops
+fn push_merged(v: &mut Vec<Run>, kind: Kind, start: Pos, end: Pos) {
+    if kind == Kind::Op
         && let Some(last) = v.last_mut()
-        && last.0 == Align::Ops
+        && last.0 == Kind::Op
         && last.2 == start
     {
         last.2 = end;
         return;
     }
-    v.push((a, start, end));
+    v.push((kind, start, end));
 }
 
 /// Heads a statement type may have (the server's dispatch keyword).
@@ -218,12 +226,9 @@ fn head_agrees(stmt: &Statement, head: Head) -> bool {
 }
 
 fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decision {
-    match head {
+    if matches!(head, Head::Ddl(_) | Head::RoleDdl(_) | Head::Unknown) {
         // Refused families are named by the head, identically on both paths.
-        Head::Ddl(_) | Head::RoleDdl(_) | Head::Unknown => {
-            return super::fallback::head_refusal(head);
-        }
-        _ => {}
+        return fallback::head_refusal(head);
     }
     if !head_agrees(stmt, head) {
         return Decision::refuse(
@@ -231,9 +236,27 @@ fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decisi
             "the statement's parse does not match its leading keyword",
         );
     }
-    // The server reads a nested statement's kind from its own leading
-    // keyword: sqlparser's nested AST must agree with it too, and a nested
-    // statement of a refused family is refused as that family.
+    if let Some(refusal) = nested_head_disagrees(stmt, toks, full) {
+        return refusal;
+    }
+    if let Some(refusal) = copy_end_disagrees(stmt, toks, full) {
+        return refusal;
+    }
+    match stmt {
+        // SET/RESET/SHOW: read from the exact tokens (see `settings`).
+        Statement::Set(_)
+        | Statement::Reset(_)
+        | Statement::ShowVariable { .. }
+        | Statement::ShowVariables { .. } => super::settings::classify(full, toks),
+        _ => nested(stmt, 0),
+    }
+}
+
+/// The server reads a nested statement's kind from its own leading
+/// keyword: sqlparser's nested AST must agree with it too, and a nested
+/// statement of a refused family is refused as that family. The refusal,
+/// or `None` when they agree (or nothing is nested).
+fn nested_head_disagrees(stmt: &Statement, toks: &[Token], full: &str) -> Option<Decision> {
     let (body, inner): (Option<&[Token]>, Option<&Statement>) = match stmt {
         Statement::Explain { statement, .. } => {
             (fallback::explain_body(full, toks), Some(statement))
@@ -246,75 +269,54 @@ fn top_level(stmt: &Statement, toks: &[Token], full: &str, head: Head) -> Decisi
             source: CopySource::Query(_),
             ..
         } => (fallback::copy_query_body(full, toks), None),
-        _ => (None, None),
+        // A COPY sqlparser reads from a table that the server reads from a query.
+        Statement::Copy { .. } if fallback::copy_query_body(full, toks).is_some() => {
+            return Some(nested_mismatch());
+        }
+        _ => return None,
     };
-    let needs_body = matches!(
-        stmt,
-        Statement::Explain { .. }
-            | Statement::Prepare { .. }
-            | Statement::Declare { .. }
-            | Statement::Copy {
-                source: CopySource::Query(_),
-                ..
-            }
-    );
-    if needs_body {
-        let Some(body) = body else {
-            return Decision::refuse(
-                Class::Unparseable,
-                "the nested statement could not be located",
-            );
-        };
-        let body_head = heads::head(full, body);
-        if matches!(body_head, Head::Ddl(_) | Head::RoleDdl(_)) {
-            return fallback::head_refusal(body_head);
-        }
-        let agrees = match (stmt, inner) {
-            (_, Some(inner)) => head_agrees(inner, body_head),
-            (Statement::Declare { stmts, .. }, None) => {
-                stmts.len() == 1 && fallback::QUERY_HEADS.contains(&body_head)
-            }
-            _ => fallback::PREPARABLE_HEADS.contains(&body_head),
-        };
-        if !agrees {
-            return Decision::refuse(
-                Class::Unparseable,
-                "the parse of the nested statement does not match its leading keyword",
-            );
-        }
-    } else if matches!(stmt, Statement::Copy { .. })
-        && fallback::copy_query_body(full, toks).is_some()
-    {
-        return Decision::refuse(
+    let Some(body) = body else {
+        return Some(Decision::refuse(
             Class::Unparseable,
-            "the parse of the nested statement does not match its leading keyword",
-        );
+            "the nested statement could not be located",
+        ));
+    };
+    let body_head = heads::head(full, body);
+    if matches!(body_head, Head::Ddl(_) | Head::RoleDdl(_)) {
+        return Some(fallback::head_refusal(body_head));
     }
-    // COPY's direction and target as the server reads them must agree with
-    // sqlparser's: a file or program is refused whatever the AST says.
-    if let Statement::Copy { to, target, .. } = stmt {
-        let ast_stream = matches!(
-            (to, target),
-            (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
-        );
-        match fallback::copy_end(full, toks) {
-            Some(fallback::CopyEnd::FileOrProgram) => return fallback::copy_file(),
-            Some(fallback::CopyEnd::Stream(_)) if ast_stream => {}
-            _ => {
-                return Decision::refuse(
-                    Class::Unparseable,
-                    "the parse of COPY does not match its direction and target",
-                );
-            }
+    let agrees = match (stmt, inner) {
+        (_, Some(inner)) => head_agrees(inner, body_head),
+        (Statement::Declare { stmts, .. }, None) => {
+            stmts.len() == 1 && fallback::QUERY_HEADS.contains(&body_head)
         }
-    }
-    match stmt {
-        // SET/RESET/SHOW: read from the exact tokens (see `settings`).
-        Statement::Set(_)
-        | Statement::Reset(_)
-        | Statement::ShowVariable { .. }
-        | Statement::ShowVariables { .. } => super::settings::classify(full, toks),
-        _ => nested(stmt, 0),
+        _ => fallback::PREPARABLE_HEADS.contains(&body_head),
+    };
+    (!agrees).then(nested_mismatch)
+}
+
+fn nested_mismatch() -> Decision {
+    Decision::refuse(
+        Class::Unparseable,
+        "the parse of the nested statement does not match its leading keyword",
+    )
+}
+
+/// COPY's direction and target as the server reads them must agree with
+/// sqlparser's: a file or program is refused whatever the AST says. The
+/// refusal, or `None` when they agree (or this is not COPY).
+fn copy_end_disagrees(stmt: &Statement, toks: &[Token], full: &str) -> Option<Decision> {
+    let Statement::Copy { to, target, .. } = stmt else {
+        return None;
+    };
+    let ast_stream = is_std_stream(*to, target);
+    match fallback::copy_end(full, toks) {
+        Some(fallback::CopyEnd::FileOrProgram) => Some(fallback::copy_file()),
+        Some(fallback::CopyEnd::Stream(_)) if ast_stream => None,
+        _ => Some(Decision::refuse(
+            Class::Unparseable,
+            "the parse of COPY does not match its direction and target",
+        )),
     }
 }
 
@@ -342,45 +344,11 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. } => Decision::allow(Class::Transaction),
-        Statement::Prepare { statement, .. } => {
-            let body = nested(statement, depth + 1);
-            if !matches!(
-                **statement,
-                Statement::Query(_)
-                    | Statement::Insert(_)
-                    | Statement::Update(_)
-                    | Statement::Delete(_)
-                    | Statement::Merge(_)
-            ) {
-                return Decision::refuse(
-                    Class::Unparseable,
-                    "PREPARE of a statement that cannot be prepared",
-                );
-            }
-            relabel(body, Class::Prepared)
-        }
+        Statement::Prepare { statement, .. } => prepare(statement, depth),
         Statement::Execute { .. } | Statement::Deallocate { .. } => {
             Decision::allow(Class::Prepared)
         }
-        Statement::Declare { stmts, .. } => {
-            for d in stmts {
-                match &d.for_query {
-                    Some(q) => {
-                        let r = query(q, depth + 1);
-                        if !r.allowed {
-                            return r;
-                        }
-                    }
-                    None => {
-                        return Decision::refuse(
-                            Class::Unparseable,
-                            "DECLARE without a cursor query",
-                        );
-                    }
-                }
-            }
-            Decision::allow(Class::Cursor)
-        }
+        Statement::Declare { stmts, .. } => declare(stmts, depth),
         Statement::Fetch { into: None, .. } | Statement::Close { .. } => {
             Decision::allow(Class::Cursor)
         }
@@ -391,86 +359,12 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
         Statement::Lock(_) => Decision::allow(Class::Lock),
         Statement::Copy {
             source, to, target, ..
-        } => {
-            let std_stream = matches!(
-                (to, target),
-                (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
-            );
-            if !std_stream {
-                return match target {
-                    CopyTarget::File { .. } | CopyTarget::Program { .. } => fallback::copy_file(),
-                    _ => Decision::refuse(Class::Unparseable, "COPY with an unexpected direction"),
-                };
-            }
-            match source {
-                CopySource::Query(q) => relabel(query(q, depth + 1), Class::Copy),
-                CopySource::Table { .. } => Decision::allow(Class::Copy),
-            }
-        }
-        Statement::Explain { statement, .. } => {
-            let body = nested(statement, depth + 1);
-            let explainable = matches!(
-                **statement,
-                Statement::Query(_)
-                    | Statement::Insert(_)
-                    | Statement::Update(_)
-                    | Statement::Delete(_)
-                    | Statement::Merge(_)
-                    | Statement::Execute { .. }
-                    | Statement::Declare { .. }
-                    | Statement::CreateTable(_)
-            );
-            if explainable || !body.allowed {
-                body
-            } else {
-                Decision::refuse(
-                    Class::Unparseable,
-                    "EXPLAIN of a statement that cannot be explained",
-                )
-            }
-        }
-        Statement::Truncate(_) => Decision::switchable(
-            Class::Truncate,
-            Need::Truncate,
-            "TRUNCATE is not allowed on a runtime session (it bypasses row-level security)",
-        ),
-        Statement::Analyze(_) | Statement::Vacuum(_) => Decision::switchable(
-            Class::Maintenance,
-            Need::Maintenance,
-            "VACUUM/ANALYZE is not allowed on a runtime session",
-        ),
-        Statement::Call(f) => {
-            let mut parts = Vec::with_capacity(f.name.0.len());
-            for p in &f.name.0 {
-                match p {
-                    ObjectNamePart::Identifier(id) => parts.push(match id.quote_style {
-                        None => id.value.to_ascii_lowercase(),
-                        Some(_) => id.value.clone(),
-                    }),
-                    ObjectNamePart::Function(_) => {
-                        return Decision::refuse(Class::Unparseable, "CALL of a computed name");
-                    }
-                }
-            }
-            Decision::switchable(
-                Class::Call,
-                Need::Call(parts),
-                "CALL is not allowed on a runtime session for procedures outside [policy] allow_call",
-            )
-        }
-        Statement::CreateTable(ct) if ct.temporary => {
-            if let Some(q) = &ct.query {
-                let r = query(q, depth + 1);
-                if !r.allowed {
-                    return r;
-                }
-            }
-            Decision::switchable(
-                Class::TempTable,
-                Need::TempTables,
-                "CREATE TEMP TABLE is not allowed on a runtime session",
-            )
-        }
+        } => copy(source, *to, target, depth),
+        Statement::Explain { statement, .. } => explain(statement, depth),
+        Statement::Truncate(_) => fallback::truncate(),
+        Statement::Analyze(_) | Statement::Vacuum(_) => fallback::maintenance(),
+        Statement::Call(f) => call(f),
+        Statement::CreateTable(ct) if ct.temporary => create_temp_table(ct, depth),
         Statement::CreateTable(_) => Decision::refuse(
             Class::Ddl,
             "DDL is not allowed on a runtime session (CREATE TABLE)",
@@ -480,6 +374,117 @@ fn nested(stmt: &Statement, depth: usize) -> Decision {
             "the classifier does not allow this kind of statement",
         ),
     }
+}
+
+/// A query, `INSERT`, `UPDATE`, `DELETE` or `MERGE`.
+fn is_dml(stmt: &Statement) -> bool {
+    matches!(
+        stmt,
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_)
+    )
+}
+
+/// `PREPARE name AS statement`: only DML can be prepared.
+fn prepare(statement: &Statement, depth: usize) -> Decision {
+    let body = nested(statement, depth + 1);
+    if !is_dml(statement) {
+        return Decision::refuse(
+            Class::Unparseable,
+            "PREPARE of a statement that cannot be prepared",
+        );
+    }
+    relabel(body, Class::Prepared)
+}
+
+/// `DECLARE … CURSOR FOR query`: every cursor query must be allowed.
+fn declare(stmts: &[Declare], depth: usize) -> Decision {
+    for d in stmts {
+        match &d.for_query {
+            Some(q) => {
+                let r = query(q, depth + 1);
+                if !r.allowed {
+                    return r;
+                }
+            }
+            None => {
+                return Decision::refuse(Class::Unparseable, "DECLARE without a cursor query");
+            }
+        }
+    }
+    Decision::allow(Class::Cursor)
+}
+
+/// `COPY … FROM STDIN` / `TO STDOUT` only; `COPY (query)` reads the query.
+fn copy(source: &CopySource, to: bool, target: &CopyTarget, depth: usize) -> Decision {
+    if !is_std_stream(to, target) {
+        return match target {
+            CopyTarget::File { .. } | CopyTarget::Program { .. } => fallback::copy_file(),
+            _ => Decision::refuse(Class::Unparseable, "COPY with an unexpected direction"),
+        };
+    }
+    match source {
+        CopySource::Query(q) => relabel(query(q, depth + 1), Class::Copy),
+        CopySource::Table { .. } => Decision::allow(Class::Copy),
+    }
+}
+
+/// `TO STDOUT` or `FROM STDIN`.
+fn is_std_stream(to: bool, target: &CopyTarget) -> bool {
+    matches!(
+        (to, target),
+        (true, CopyTarget::Stdout) | (false, CopyTarget::Stdin)
+    )
+}
+
+/// `EXPLAIN statement`: only of what may run on its own.
+fn explain(statement: &Statement, depth: usize) -> Decision {
+    let body = nested(statement, depth + 1);
+    let explainable = is_dml(statement)
+        || matches!(
+            statement,
+            Statement::Execute { .. } | Statement::Declare { .. } | Statement::CreateTable(_)
+        );
+    if explainable || !body.allowed {
+        body
+    } else {
+        Decision::refuse(
+            Class::Unparseable,
+            "EXPLAIN of a statement that cannot be explained",
+        )
+    }
+}
+
+/// `CALL name(…)`: switchable per procedure, by its name parts folded as
+/// PostgreSQL folds them.
+fn call(f: &Function) -> Decision {
+    let mut parts = Vec::with_capacity(f.name.0.len());
+    for p in &f.name.0 {
+        match p {
+            ObjectNamePart::Identifier(id) => parts.push(match id.quote_style {
+                None => id.value.to_ascii_lowercase(),
+                Some(_) => id.value.clone(),
+            }),
+            ObjectNamePart::Function(_) => {
+                return Decision::refuse(Class::Unparseable, "CALL of a computed name");
+            }
+        }
+    }
+    fallback::call_switch(parts)
+}
+
+/// `CREATE TEMP TABLE … [AS query]`: switchable; the query must be allowed.
+fn create_temp_table(ct: &CreateTable, depth: usize) -> Decision {
+    if let Some(q) = &ct.query {
+        let r = query(q, depth + 1);
+        if !r.allowed {
+            return r;
+        }
+    }
+    fallback::temp_table()
 }
 
 fn relabel(d: Decision, class: Class) -> Decision {

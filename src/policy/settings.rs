@@ -181,11 +181,17 @@ fn value_text(src: &str, t: &Token) -> Option<String> {
     }
 }
 
-fn is_value_token(src: &str, t: &Token) -> bool {
+/// A word, an identifier, a string, a number or a comma.
+fn is_constant(t: &Token) -> bool {
     matches!(
         t.kind,
         Kind::Word | Kind::QuotedIdent | Kind::Str(_) | Kind::Number | Kind::Comma
-    ) || (t.kind == Kind::Op && matches!(t.text(src), "+" | "-"))
+    )
+}
+
+/// A constant or a sign.
+fn is_value_token(src: &str, t: &Token) -> bool {
+    is_constant(t) || (t.kind == Kind::Op && matches!(t.text(src), "+" | "-"))
 }
 
 /// Classify a statement whose first token is `SET`, `RESET` or `SHOW`.
@@ -267,50 +273,53 @@ fn reset(src: &str, toks: &[Token]) -> Decision {
 
 fn set(src: &str, toks: &[Token]) -> Decision {
     let mut r = Reader { src, toks, i: 1 };
-    let mut scoped = false;
     // `SESSION` is a scope unless it starts SESSION AUTHORIZATION or
     // SESSION CHARACTERISTICS.
-    if r.kw(0, "local")
-        || (r.kw(0, "session") && !r.kw(1, "authorization") && !r.kw(1, "characteristics"))
-    {
+    let scoped = r.kw(0, "local")
+        || (r.kw(0, "session") && !r.kw(1, "authorization") && !r.kw(1, "characteristics"));
+    if scoped {
         r.i += 1;
-        scoped = true;
     }
-    let words_only = |t: &Token| {
-        matches!(
-            t.kind,
-            Kind::Word | Kind::QuotedIdent | Kind::Str(_) | Kind::Number | Kind::Comma
-        )
-    };
+    match set_keyword_form(&mut r, scoped) {
+        Some(d) => d,
+        None => set_variable(&mut r),
+    }
+}
+
+/// The `SET` forms led by a keyword rather than a setting name, or `None`
+/// for `SET var_name …`.
+fn set_keyword_form(r: &mut Reader<'_>, scoped: bool) -> Option<Decision> {
+    let src = r.src;
     if r.kw(0, "session") && r.kw(1, "authorization") {
-        return refusal(Protected::SessionAuthorization, "SET");
+        return Some(refusal(Protected::SessionAuthorization, "SET"));
     }
     if r.kw(0, "role") {
-        return refusal(Protected::Role, "SET");
+        return Some(refusal(Protected::Role, "SET"));
     }
     if r.kw(0, "names") {
         // SET NAMES = SET client_encoding.
         r.i += 1;
-        return encoding_value(src, &toks[r.i..]);
+        return Some(encoding_value(src, &r.toks[r.i..]));
     }
     if r.kw(0, "transaction") || (r.kw(0, "session") && r.kw(1, "characteristics")) {
-        return if r.rest_all(words_only) {
+        return Some(if r.rest_all(is_constant) {
             Decision::allow(Class::Transaction)
         } else {
             unreadable("SET TRANSACTION")
-        };
+        });
     }
     if r.kw(0, "constraints") && !scoped {
-        return if r.rest_all(|t| {
+        let names = |t: &Token| {
             matches!(
                 t.kind,
                 Kind::Word | Kind::QuotedIdent | Kind::Dot | Kind::Comma
             )
-        }) {
+        };
+        return Some(if r.rest_all(names) {
             Decision::allow(Class::Transaction)
         } else {
             unreadable("SET CONSTRAINTS")
-        };
+        });
     }
     if r.kw(0, "time") && r.kw(1, "zone") {
         // SET TIME ZONE 'x' | LOCAL | DEFAULT | INTERVAL '…' [HOUR TO MINUTE] | INTERVAL(p) '…'
@@ -319,23 +328,29 @@ fn set(src: &str, toks: &[Token]) -> Decision {
             && r.rest_all(|t| {
                 is_value_token(src, t) || matches!(t.kind, Kind::LParen | Kind::RParen)
             });
-        return if ok {
+        return Some(if ok {
             Decision::allow(Class::Session)
         } else {
             unreadable("SET TIME ZONE")
-        };
+        });
     }
     if (r.kw(0, "schema") && r.peek(1).is_some_and(|t| matches!(t.kind, Kind::Str(_))))
         || (r.kw(0, "xml") && r.kw(1, "option"))
     {
         // SET SCHEMA 'x' (= search_path), SET XML OPTION {DOCUMENT|CONTENT}.
-        return if r.rest_all(words_only) {
+        return Some(if r.rest_all(is_constant) {
             Decision::allow(Class::Session)
         } else {
             unreadable("SET")
-        };
+        });
     }
-    // Generic: var_name {TO | =} value, … | var_name {TO | =} DEFAULT | var_name FROM CURRENT
+    None
+}
+
+/// `SET var_name {TO | =} value, …`, `SET var_name {TO | =} DEFAULT`,
+/// `SET var_name FROM CURRENT`.
+fn set_variable(r: &mut Reader<'_>) -> Decision {
+    let (src, toks) = (r.src, r.toks);
     let Some(name) = r.var_name() else {
         return unreadable("SET");
     };
