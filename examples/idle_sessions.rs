@@ -120,9 +120,10 @@ fn split_sslmode(raw: &str) -> anyhow::Result<(String, UpstreamTlsMode)> {
     let mut rest = Vec::new();
     for (k, v) in url.query_pairs() {
         if k == "sslmode" {
-            mode = v
-                .parse()
-                .map_err(|()| anyhow::anyhow!("unknown sslmode {v:?}"))?;
+            mode = UpstreamTlsMode::ALL
+                .into_iter()
+                .find(|m| m.as_str() == v)
+                .ok_or_else(|| anyhow::anyhow!("unknown sslmode {v:?}"))?;
         } else {
             rest.push((k.into_owned(), v.into_owned()));
         }

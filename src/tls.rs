@@ -80,6 +80,15 @@ pub enum UpstreamTlsMode {
 }
 
 impl UpstreamTlsMode {
+    /// Every mode, in the config's order.
+    pub const ALL: [Self; 5] = [
+        Self::Disable,
+        Self::Prefer,
+        Self::Require,
+        Self::VerifyCa,
+        Self::VerifyFull,
+    ];
+
     /// The config (and libpq) spelling.
     pub fn as_str(self) -> &'static str {
         match self {
