@@ -1,10 +1,10 @@
 //! Protocol framing: the PostgreSQL v3 wire format as the proxy needs it.
 //!
 //! Startup-phase packets and the messages the proxy itself writes are
-//! decoded and encoded with `pgwire`'s codecs; the backend messages it reads
-//! have typed bodies in [`backend`]. Relayed traffic is never decoded into
-//! structs: [`FrameHeader`] reads just the 5-byte header so the relay can
-//! track boundaries and forward bytes in bulk.
+//! decoded and encoded with `pgwire`'s codecs; the few messages it reads
+//! after that have typed bodies in [`backend`] and [`frontend`]. Relayed
+//! traffic is never decoded into structs: [`FrameHeader`] reads just the
+//! 5-byte header so the relay can track boundaries and forward bytes in bulk.
 //!
 //! Every length that comes off the network is checked before it is used, so
 //! a malformed or hostile packet is an error for that connection, never a
@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 pub mod backend;
+pub mod frontend;
 
 /// Codes in the "protocol version" slot of an untyped startup packet.
 pub const SSL_REQUEST_CODE: u32 = 80_877_103;

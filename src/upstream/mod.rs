@@ -6,12 +6,14 @@
 //! first `ReadyForQuery`, with the `ParameterStatus` values and backend key
 //! it announced, ready to be relayed.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres_protocol::message::{backend::Message, frontend};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_postgres::fallible_iterator::FallibleIterator;
 
@@ -184,6 +186,42 @@ impl UpstreamConn {
         for (k, v) in &self.parameters {
             protocol::parameter_status(&mut self.greeting, k, v);
         }
+    }
+}
+
+/// The relay holds an upstream session as a lease: the stream, and the
+/// server's bytes no client has been given yet.
+impl crate::relay::Upstream for UpstreamConn {
+    fn read_ahead(&mut self) -> &mut BytesMut {
+        &mut self.read_ahead
+    }
+}
+
+impl AsyncRead for UpstreamConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
