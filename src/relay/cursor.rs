@@ -2,10 +2,10 @@
 //! any I/O, so both relay directions (and the benchmarks) share one scanner.
 //!
 //! Given the bytes not yet scanned, [`FrameCursor::next`] answers one of:
-//! forward `n` bytes unexamined (all of a frame or the part of it that has
-//! arrived — a frame is never held back for its tail), here is a whole
-//! frame of a tag the caller asked to see whole, or nothing can be decided
-//! until `n` bytes are there. A frame partly forwarded across reads is
+//! forward `n` bytes unexamined (whole frames, and of the last one the part
+//! that has arrived — a frame is never held back for its tail), a frame of
+//! a tag the caller marks begins, here is a whole frame of a tag the caller
+//! asked to see whole, or nothing can be decided until `n` bytes are there. A frame partly forwarded across reads is
 //! remembered, so its remaining bytes are forwarded as they come without
 //! their contents ever being read as headers.
 
@@ -44,8 +44,8 @@ impl Tags {
 /// What to do next with the buffer at the scan position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Forward the next `n` bytes unexamined: a frame, or the part of one
-    /// that has arrived (or the rest of one begun earlier).
+    /// Forward the next `n` bytes unexamined: frames, the part of the last
+    /// one that has arrived, the rest of one begun earlier.
     Forward(usize),
     /// A frame of a [`marked`](FrameCursor::mark) tag begins: forward its
     /// first `n` bytes like [`Step::Forward`]; the tag is for bookkeeping.
@@ -121,36 +121,61 @@ impl FrameCursor {
 
     /// The next step for `buf`, the bytes from the scan position on. After
     /// `Forward(n)` or `Marked { n, .. }` the caller advances by `n`; after
-    /// `Whole { len, .. }` by `len`. A length outside the limits is an
-    /// error: the stream cannot be resynchronised.
+    /// `Whole { len, .. }` by `len`. `Forward` spans as many frames as it
+    /// can (every frame of a result set in one step); a marked or whole
+    /// frame, or a length error, is reported on the call after the bytes
+    /// before it. A length outside the limits is an error: the stream
+    /// cannot be resynchronised.
     #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Result<Step, ProtocolError> {
+        let mut at = 0;
         if self.in_frame > 0 {
             if buf.is_empty() {
                 return Ok(Step::Need(1));
             }
             let n = self.in_frame.min(buf.len());
             self.in_frame -= n;
-            return Ok(Step::Forward(n));
+            if self.in_frame > 0 {
+                return Ok(Step::Forward(n));
+            }
+            at = n;
         }
-        let Some(header) = FrameHeader::parse(buf, self.max_len)? else {
-            return Ok(Step::Need(FrameHeader::SIZE));
-        };
-        let (tag, total) = (header.tag, header.total());
-        if self.whole.contains(tag) && total <= self.whole_limit {
-            return Ok(if buf.len() >= total {
-                Step::Whole { tag, len: total }
-            } else {
-                Step::Need(total)
-            });
+        loop {
+            let header = match FrameHeader::parse(&buf[at..], self.max_len) {
+                Ok(Some(h)) => h,
+                Ok(None) if at > 0 => return Ok(Step::Forward(at)),
+                Ok(None) => return Ok(Step::Need(FrameHeader::SIZE)),
+                Err(_) if at > 0 => return Ok(Step::Forward(at)),
+                Err(e) => return Err(e),
+            };
+            let (tag, total) = (header.tag, header.total());
+            let whole = self.whole.contains(tag) && total <= self.whole_limit;
+            if whole || self.marked.contains(tag) {
+                if at > 0 {
+                    return Ok(Step::Forward(at));
+                }
+                return Ok(self.start(tag, total, whole, buf.len()));
+            }
+            let left = buf.len() - at;
+            if left < total {
+                self.in_frame = total - left;
+                return Ok(Step::Forward(buf.len()));
+            }
+            at += total;
         }
-        let n = total.min(buf.len());
+    }
+
+    /// A frame the caller is told about begins at the scan position.
+    fn start(&mut self, tag: u8, total: usize, whole: bool, have: usize) -> Step {
+        if whole && have >= total {
+            return Step::Whole { tag, len: total };
+        }
+        if whole {
+            return Step::Need(total);
+        }
+        let n = total.min(have);
         self.in_frame = total - n;
-        Ok(if self.marked.contains(tag) {
-            Step::Marked { tag, n }
-        } else {
-            Step::Forward(n)
-        })
+        Step::Marked { tag, n }
     }
 }
 
@@ -231,6 +256,33 @@ mod tests {
                 Step::Need(5),
             ]
         );
+    }
+
+    #[test]
+    fn consecutive_passthrough_frames_are_one_step() {
+        let mut s = frame(b'T', b"\0\0");
+        for _ in 0..3 {
+            s.extend(frame(b'D', b"\0\x01\0\0\0\x01x"));
+        }
+        let rows = s.len();
+        s.extend(frame(b'C', b"SELECT 3\0"));
+        s.extend(frame(b'Z', b"I"));
+        let mut bad = s.clone();
+        bad.extend([b'D', 0, 0, 0, 1]);
+        let cursor = FrameCursor::server().whole(Tags::of(b"ZE"));
+        assert_eq!(
+            steps(cursor.clone(), &s, s.len()),
+            vec![
+                Step::Forward(rows + 14),
+                Step::Whole { tag: b'Z', len: 6 },
+                Step::Need(5),
+            ]
+        );
+        // The bytes before a bad length first, then the error.
+        let mut c = cursor;
+        assert_eq!(c.next(&bad).ok(), Some(Step::Forward(rows + 14)));
+        assert!(c.next(&bad[rows + 14..]).is_ok());
+        assert!(c.next(&bad[rows + 20..]).is_err());
     }
 
     #[test]

@@ -36,7 +36,9 @@ pub enum FrontendAction {
     /// Forward it as the client sent it.
     Forward,
     /// Send these bytes (whole frames) upstream instead, and drop the
-    /// client's message.
+    /// client's message. The request cycle counts them as the client's
+    /// message, so they must draw the same kind of answer (a `Query` a
+    /// ReadyForQuery; a `Parse` nothing until Sync).
     Substitute(BytesMut),
 }
 

@@ -127,6 +127,13 @@ impl Pipe {
             let chunk = if self.ready > 0 {
                 &self.buf[..self.ready]
             } else if let Some(s) = &self.splice {
+                if s.written == s.bytes.len() {
+                    // Written (or empty: the frame is just dropped).
+                    let skip = s.skip;
+                    self.splice = None;
+                    self.buf.advance(skip);
+                    continue;
+                }
                 &s.bytes[s.written..]
             } else {
                 break;
@@ -139,7 +146,12 @@ impl Pipe {
             };
             written += n;
             self.unflushed = true;
-            self.advance_written(n);
+            if self.ready > 0 {
+                self.buf.advance(n);
+                self.ready -= n;
+            } else if let Some(s) = &mut self.splice {
+                s.written += n;
+            }
         }
         if self.unflushed {
             match Pin::new(&mut *w).poll_flush(cx) {
@@ -149,23 +161,6 @@ impl Pipe {
             }
         }
         Ok(written)
-    }
-
-    fn advance_written(&mut self, n: usize) {
-        if self.ready > 0 {
-            self.buf.advance(n);
-            self.ready -= n;
-            return;
-        }
-        let Some(s) = &mut self.splice else {
-            return;
-        };
-        s.written += n;
-        if s.written == s.bytes.len() {
-            let skip = s.skip;
-            self.splice = None;
-            self.buf.advance(skip);
-        }
     }
 
     /// Read more, unless the buffer already holds enough: backpressure is

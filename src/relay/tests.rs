@@ -121,6 +121,9 @@ impl Inspector for Stub {
         if let Ok(mut seen) = self.0.seen.lock() {
             seen.push((msg.tag, msg.pipelined));
         }
+        if msg.body().starts_with(b"SKIP") {
+            return FrontendAction::Substitute(BytesMut::new());
+        }
         if self.0.substitute_drops && msg.body().starts_with(b"DROP") {
             return FrontendAction::Substitute(BytesMut::from(&query("substitute")[..]));
         }
@@ -362,6 +365,23 @@ async fn substitutes_and_replacements_keep_the_streams_in_order() {
     assert_eq!(seen, vec![(b'Q', false), (b'Q', true), (b'Q', true)]);
     s.client.write_all(&frame(b'X', b"")).await.expect("write");
     assert!(ended(s).await.reusable);
+}
+
+/// An empty substitute drops the client's message and nothing else.
+#[tokio::test]
+async fn an_empty_substitute_drops_the_message() {
+    let mut s = start(
+        Arc::new(Script::default()),
+        64 * 1024,
+        false,
+        Stops::new(None),
+    );
+    let batch = [query("SKIP this"), query("SELECT 1")].concat();
+    s.client.write_all(&batch).await.expect("write");
+    let expect = query("SELECT 1");
+    assert_eq!(read_exact(&mut s.server, expect.len()).await, expect);
+    s.server.write_all(&ready(b'I')).await.expect("write");
+    assert_eq!(read_exact(&mut s.client, 6).await, ready(b'I'));
 }
 
 #[tokio::test]
