@@ -1,13 +1,16 @@
 //! Hot-path benchmarks: statement classification (verdict-cache hit and a
 //! fresh classification of a realistic ORM mix, per statement) and frame
 //! scanning of a server response stream (bare header walk, and the relay's
-//! loop over 16 KiB reads). Run with `cargo bench --bench hot_paths`.
+//! own frame cursor over 16 KiB reads). Run with `cargo bench --bench
+//! hot_paths`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use rolegate::policy::{Switches, VerdictCache, classify};
 use rolegate::protocol::FrameHeader;
+use rolegate::protocol::backend::ready_for_query;
+use rolegate::relay::{FrameCursor, Step, Tags};
 
 /// Statements shaped like what ActiveRecord, Django, SQLAlchemy, Hibernate,
 /// Prisma and pgbench send: joins and IN lists, INSERT ... RETURNING, UPDATE,
@@ -127,52 +130,40 @@ fn response_stream() -> Vec<u8> {
     out
 }
 
-/// The server-to-client relay loop of `session.rs`, minus the sockets: bytes
-/// arrive in `chunk`-sized reads, frames straddle reads, ordinary frames are
-/// passed on by length without being buffered whole, ReadyForQuery is waited
-/// for and its status byte read. Returns (frames, last transaction status).
-fn relay_scan(stream: &[u8], chunk: usize, buf: &mut Vec<u8>) -> (u32, u8) {
+/// The server-to-client scan of the relay, minus the sockets: bytes arrive
+/// in `chunk`-sized reads and go through the relay's [`FrameCursor`] as
+/// the relay drives it — ordinary frames passed on by length without being
+/// buffered whole, ReadyForQuery and ErrorResponse collected whole and
+/// ReadyForQuery's status read. Returns (bytes passed on, last transaction
+/// status).
+fn relay_scan(stream: &[u8], chunk: usize, buf: &mut Vec<u8>) -> (usize, u8) {
     buf.clear();
-    let mut in_frame = 0usize;
-    let mut frames = 0u32;
+    let mut cursor = FrameCursor::server().whole(Tags::of(b"ZE"));
+    let mut passed = 0usize;
     let mut status = 0u8;
     for read in stream.chunks(chunk) {
         buf.extend_from_slice(read);
         let mut ready = 0usize;
         loop {
-            if in_frame > 0 {
-                let n = in_frame.min(buf.len() - ready);
-                ready += n;
-                in_frame -= n;
-                if in_frame > 0 {
-                    break;
+            match cursor.next(&buf[ready..]) {
+                Ok(Step::Forward(n)) | Ok(Step::Marked { n, .. }) => ready += n,
+                Ok(Step::Whole { tag, len }) => {
+                    let frame = &buf[ready..ready + len];
+                    if tag == b'Z' {
+                        status = ready_for_query(frame).map_or(0, |s| s as u8);
+                    }
+                    ready += len;
                 }
-            }
-            let header = match FrameHeader::parse(&buf[ready..], u32::MAX as usize) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
+                Ok(Step::Need(_)) => break,
                 Err(e) => panic!("corrupt stream: {e}"),
-            };
-            frames += 1;
-            if matches!(header.tag, b'Z' | b'E') {
-                let total = header.total();
-                if buf.len() - ready < total {
-                    frames -= 1;
-                    break;
-                }
-                if header.tag == b'Z' {
-                    status = buf[ready + FrameHeader::SIZE];
-                }
-                ready += total;
-            } else {
-                in_frame = header.total();
             }
         }
         // What the relay writes to the client; the rest waits for more bytes.
         black_box(&buf[..ready]);
+        passed += ready;
         buf.drain(..ready);
     }
-    (frames, status)
+    (passed, status)
 }
 
 fn frame_scanning(c: &mut Criterion) {
@@ -189,7 +180,10 @@ fn frame_scanning(c: &mut Criterion) {
         })
     });
     let mut buf = Vec::with_capacity(64 * 1024);
-    assert_eq!(relay_scan(&stream, 16 * 1024, &mut buf), (1003, b'I'));
+    assert_eq!(
+        relay_scan(&stream, 16 * 1024, &mut buf),
+        (stream.len(), b'I')
+    );
     c.bench_function("relay_scan_1000_row_response_16k_reads", |b| {
         b.iter(|| black_box(relay_scan(black_box(&stream), 16 * 1024, &mut buf)))
     });

@@ -1,12 +1,14 @@
-//! The audit trail of migration sessions: every statement a migration
-//! session sends is logged in full (`migration_statement`), with the token
-//! subject and id that admitted it. Runtime refusals are logged where they
-//! are decided (`enforce`); session and login events where they happen
-//! (`server`, `login`).
+//! The audit trail of migration sessions, as their [`Inspector`]: every
+//! statement a migration session sends is logged in full
+//! (`migration_statement`), with the token subject and id that admitted it,
+//! and forwarded; nothing is refused. Runtime refusals are logged where
+//! they are decided (`enforce`); session and login events where they happen
+//! (`session`, `login`).
 
 use std::net::SocketAddr;
 
-use crate::protocol::{self, FrameHeader};
+use crate::protocol::frontend::{Parse, Query};
+use crate::relay::{Backend, BackendAction, Frontend, FrontendAction, Inspector, Wants};
 
 /// Who a migration session is, for its statement events.
 #[derive(Debug, Clone)]
@@ -20,15 +22,13 @@ pub struct StatementAudit {
 }
 
 impl StatementAudit {
-    /// Log one whole `Query`, `Parse` or `FunctionCall` message.
-    pub fn record(&self, tag: u8, frame: &[u8]) {
-        let mut body = &frame[FrameHeader::SIZE..];
-        let (kind, text) = match tag {
-            b'Q' => ("simple", protocol::take_cstr(&mut body).unwrap_or_default()),
-            b'P' => {
-                let _name = protocol::take_cstr(&mut body);
-                ("parse", protocol::take_cstr(&mut body).unwrap_or_default())
-            }
+    /// Log one whole `Query`, `Parse` or `FunctionCall` message (its text
+    /// as far as a lenient reading finds it: the audit logs what the client
+    /// sent, the server decides what it accepts).
+    pub fn record(&self, msg: &Frontend<'_>) {
+        let (kind, text) = match msg.tag {
+            b'Q' => ("simple", Query::read(msg.body()).text),
+            b'P' => ("parse", Parse::read(msg.body()).text),
             _ => ("function_call", &b""[..]),
         };
         metrics::counter!("rolegate_statements_total", "role" => "migration", "class" => "migration", "verdict" => "allowed", "path" => "audit").increment(1);
@@ -45,5 +45,20 @@ impl StatementAudit {
             statement = %String::from_utf8_lossy(text),
             "migration statement"
         );
+    }
+}
+
+impl Inspector for StatementAudit {
+    fn wants(&self) -> Wants {
+        Wants::default()
+    }
+
+    fn frontend(&mut self, msg: &Frontend<'_>) -> FrontendAction {
+        self.record(msg);
+        FrontendAction::Forward
+    }
+
+    fn backend(&mut self, _msg: &Backend<'_>) -> BackendAction {
+        BackendAction::Pass
     }
 }

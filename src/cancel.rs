@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::upstream::Endpoint;
@@ -90,10 +90,7 @@ impl CancelRegistry {
             return false;
         };
         let mut packet = BytesMut::with_capacity(16);
-        packet.put_i32(16);
-        packet.put_u32(crate::protocol::CANCEL_REQUEST_CODE);
-        packet.put_i32(key.pid);
-        packet.put_i32(key.secret);
+        postgres_protocol::message::frontend::cancel_request(key.pid, key.secret, &mut packet);
         match key.endpoint.open().await {
             Ok(mut stream) => {
                 if let Err(e) = stream.write_all(&packet).await {

@@ -15,6 +15,7 @@ pub mod migration;
 pub mod policy;
 pub mod pool;
 pub mod protocol;
+pub mod relay;
 pub mod reload;
 pub mod report;
 pub mod server;

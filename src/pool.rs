@@ -26,9 +26,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use postgres_protocol::message::backend::Message;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::config::PoolConfig;
+use crate::protocol::backend;
 use crate::protocol::{self, ProtocolError};
 use crate::upstream::{Endpoint, UpstreamConn, UpstreamStream};
 
@@ -266,20 +268,29 @@ async fn reset(conn: &mut UpstreamConn) -> Result<(), ResetError> {
     let mut buf = std::mem::take(&mut conn.read_ahead);
     let mut discarded = false;
     loop {
-        let (tag, body) = protocol::read_message(&mut conn.stream, &mut buf, 1 << 20).await?;
-        match tag {
-            b'C' if &body[..] == b"DISCARD ALL\0" => discarded = true,
-            b'S' => conn.set_parameter(&body),
-            b'E' if discarded => return Err(ResetError::Refused),
-            b'Z' if discarded => {
-                return if body.first() == Some(&b'I') && buf.is_empty() {
+        let mut frame = protocol::read_frame(&mut conn.stream, &mut buf, 1 << 20).await?;
+        // The tail of the previous client's traffic, notices and
+        // notifications: nothing to keep, nothing to read.
+        if !matches!(frame[0], b'C' | b'S' | b'E' | b'Z') {
+            continue;
+        }
+        match backend::decode(&mut frame)? {
+            Message::CommandComplete(c) if c.tag().is_ok_and(|t| t == "DISCARD ALL") => {
+                discarded = true;
+            }
+            Message::ParameterStatus(p) => {
+                if let (Ok(name), Ok(value)) = (p.name(), p.value()) {
+                    conn.set_parameter(name, value);
+                }
+            }
+            Message::ErrorResponse(_) if discarded => return Err(ResetError::Refused),
+            Message::ReadyForQuery(z) if discarded => {
+                return if z.status() == b'I' && buf.is_empty() {
                     Ok(())
                 } else {
                     Err(ResetError::Refused)
                 };
             }
-            // The tail of the previous client's traffic, notices and
-            // notifications: nothing to keep.
             _ => {}
         }
     }

@@ -1,7 +1,9 @@
-//! The proxy's lifecycle: the listener and connection limit, the live
-//! configuration (swapped atomically on reload; sessions keep the snapshot
-//! they logged in with), and graceful shutdown (stop accepting, let
-//! sessions finish, then close the rest with `FATAL 57P01`).
+//! The proxy's lifecycle: the listener and connection limit, the login
+//! timeout, the live configuration (swapped atomically on reload; sessions
+//! keep the snapshot they logged in with), graceful shutdown (stop
+//! accepting, let sessions finish, then close the rest with `FATAL 57P01`),
+//! and the migration window watcher. What happens inside one logged-in
+//! session is `session`'s.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,14 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::audit::StatementAudit;
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
-use crate::enforce::{Enforcer, PendingRefusals, SessionInfo};
 use crate::login::{self, LoggedIn, LoginError, Who};
 use crate::policy::{Switches, VerdictCache};
 use crate::pool::Pool;
-use crate::session::{self, SessionState, StopCause};
+use crate::session;
 use crate::upstream::Endpoint;
 
 /// Distinct statement texts whose verdicts are kept.
@@ -227,6 +227,8 @@ impl Proxy {
         }
     }
 
+    /// One connection: the connection limit, the login (bounded by
+    /// `startup_timeout`), then the session.
     async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr) {
         let session_id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let rt = self.runtime();
@@ -248,6 +250,29 @@ impl Proxy {
             return;
         }
         let started = Instant::now();
+        let Some(ready) = self.login(&rt, tcp, peer, session_id).await else {
+            return;
+        };
+        let setup = session::Setup {
+            config: &rt.config,
+            switches: &rt.switches,
+            verdicts: &self.verdicts,
+            refusal_token: &self.refusal_token,
+            pool: &self.pool,
+            shutdown: self.shutdown.subscribe(),
+        };
+        session::run(setup, ready, session_id, peer, started).await;
+    }
+
+    /// Log in within `startup_timeout`; `None` when there is no session
+    /// (the client, the log and the metrics have been told).
+    async fn login(
+        &self,
+        rt: &Runtime,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        session_id: u64,
+    ) -> Option<LoggedIn> {
         let ctx = login::Context {
             config: &rt.config,
             endpoints: &rt.endpoints,
@@ -260,9 +285,8 @@ impl Proxy {
             login::login(&ctx, tcp, peer, session_id),
         )
         .await;
-        let ready = match login {
-            Ok(Some(ready)) => ready,
-            Ok(None) => return,
+        match login {
+            Ok(ready) => ready,
             Err(_) => {
                 let e = LoginError::StartupTimeout;
                 login::fail::<TcpStream>(
@@ -274,123 +298,9 @@ impl Proxy {
                     peer,
                 )
                 .await;
-                return;
+                None
             }
-        };
-        let LoggedIn {
-            client,
-            client_pending,
-            upstream,
-            identity,
-            role,
-            service,
-            admission,
-            endpoint,
-            pool_key,
-            reused,
-            cancel: _cancel,
-        } = ready;
-        let role = role.as_str();
-        let state = Arc::new(SessionState::new());
-        let mut upstream = upstream;
-        info!(
-            event = "session_start",
-            session_id,
-            identity = %identity,
-            role = %role,
-            peer = %peer,
-            service = %service,
-            upstream = if reused { "pooled" } else { "new" },
-            jti = admission.as_ref().and_then(|a| a.jti.as_deref()).unwrap_or(""),
-            until = %admission.as_ref().map(|a| a.until.to_string()).unwrap_or_default(),
-            "session started"
-        );
-        let shutdown = stop_on_shutdown(self.shutdown.subscribe(), state.clone());
-        let (inspector, stop) = match &admission {
-            // Migration sessions: audited, not filtered; closed when their
-            // window or token ends (`until`), a busy one at `hard_end` at
-            // the latest (window grace, never past the token's exp + leeway).
-            Some(a) => {
-                let audit = StatementAudit {
-                    session_id,
-                    identity: identity.clone(),
-                    peer,
-                    subject: a.subject.clone(),
-                    jti: a.jti.clone(),
-                    service: service.clone(),
-                };
-                let window = stop_at_window_end(a.until, a.hard_end, state.clone());
-                let stop: BoxStop = Box::pin(async move {
-                    tokio::select! {
-                        c = shutdown => c,
-                        c = window => c,
-                    }
-                });
-                (session::Inspector::Audit(audit), stop)
-            }
-            None => {
-                let pending = Arc::new(PendingRefusals::new(self.refusal_token.clone()));
-                let enforcer = Enforcer::new(
-                    self.verdicts.clone(),
-                    rt.switches.clone(),
-                    rt.config.policy.mode,
-                    pending.clone(),
-                    SessionInfo {
-                        session_id,
-                        identity: identity.clone(),
-                        role,
-                        peer,
-                    },
-                );
-                let stop: BoxStop = Box::pin(shutdown);
-                (session::Inspector::Policy(enforcer, pending), stop)
-            }
-        };
-        metrics::gauge!("rolegate_active_sessions", "role" => role).increment(1.0);
-        let relayed = session::relay(
-            client,
-            client_pending,
-            &mut upstream.stream,
-            std::mem::take(&mut upstream.read_ahead),
-            state.clone(),
-            session::Limits {
-                max_message: rt.config.listen.max_message_size,
-                idle_timeout: rt.config.listen.idle_timeout,
-            },
-            inspector,
-            stop,
-        )
-        .await;
-        metrics::gauge!("rolegate_active_sessions", "role" => role).decrement(1.0);
-        let end = relayed.end;
-        // A runtime client that left cleanly leaves an idle upstream
-        // session behind: reset it and keep it for the next client.
-        let poolable = matches!(
-            end,
-            session::SessionEnd::Terminated | session::SessionEnd::ClientGone
-        ) && state.is_idle();
-        match (pool_key, relayed.reusable) {
-            (Some(key), Some(rest)) if poolable => {
-                upstream.read_ahead = rest;
-                let pool = self.pool.clone();
-                let cfg = rt.config.pool;
-                tokio::spawn(async move { pool.give_back(key, upstream, endpoint, cfg).await });
-            }
-            _ => crate::pool::close(upstream.stream).await,
         }
-        info!(
-            event = "session_end",
-            session_id,
-            identity = %identity,
-            role = %role,
-            peer = %peer,
-            end = ?end,
-            duration_ms = started.elapsed().as_millis() as u64,
-            statements = state.statements.load(Ordering::Relaxed),
-            bytes_to_upstream = state.bytes_to_upstream.load(Ordering::Relaxed),
-            bytes_to_client = state.bytes_to_client.load(Ordering::Relaxed),
-            "session ended"
-        );
     }
 }
 
@@ -427,46 +337,13 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
-type BoxStop = std::pin::Pin<Box<dyn std::future::Future<Output = StopCause> + Send>>;
-
-/// Resolves when a migration session's authority ends: at `until` if it is
-/// idle outside a transaction, else when it becomes so, or at `hard_end`
-/// (see [`crate::migration::Admission`]) whatever it is doing.
-async fn stop_at_window_end(
-    until: jiff::Timestamp,
-    hard_end: jiff::Timestamp,
-    state: Arc<SessionState>,
-) -> StopCause {
-    tokio::time::sleep_until(instant_at(until).into()).await;
-    session::until_idle_or(&state, instant_at(hard_end)).await;
-    StopCause::WindowClosed
-}
-
 /// The monotonic instant of wall-clock `t` (now, if `t` is past; about a
 /// century ahead if `t` is further than `Instant` can count).
-fn instant_at(t: jiff::Timestamp) -> Instant {
+pub(crate) fn instant_at(t: jiff::Timestamp) -> Instant {
     let left = t.duration_since(jiff::Timestamp::now());
     let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
     let now = Instant::now();
     now.checked_add(left)
         .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
         .unwrap_or(now)
-}
-
-/// Resolves when a session must be closed for shutdown: at once if it is
-/// idle outside a transaction, else when it becomes so, or at the deadline.
-async fn stop_on_shutdown(
-    mut rx: watch::Receiver<Option<Instant>>,
-    state: Arc<SessionState>,
-) -> StopCause {
-    let deadline = rx
-        .wait_for(|s| s.is_some())
-        .await
-        .map(|d| d.unwrap_or_else(Instant::now));
-    // The proxy is gone: never stop from here.
-    let Ok(deadline) = deadline else {
-        return std::future::pending().await;
-    };
-    session::until_idle_or(&state, deadline).await;
-    StopCause::Shutdown
 }

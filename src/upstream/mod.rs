@@ -6,14 +6,19 @@
 //! first `ReadyForQuery`, with the `ParameterStatus` values and backend key
 //! it announced, ready to be relayed.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::BytesMut;
+use postgres_protocol::message::{backend::Message, frontend};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_postgres::fallible_iterator::FallibleIterator;
 
 use crate::config::{Credentials, Secret};
+use crate::protocol::backend::{self, ServerError};
 use crate::protocol::{self, MAX_AUTH_MESSAGE, MaybeTls, ProtocolError};
 use crate::tls::{UpstreamTls, UpstreamTlsMode};
 
@@ -166,16 +171,11 @@ pub struct UpstreamConn {
 }
 
 impl UpstreamConn {
-    /// Record a ParameterStatus body (name, value).
-    pub fn set_parameter(&mut self, body: &[u8]) {
-        let mut b = body;
-        let (Some(k), Some(v)) = (protocol::take_cstr(&mut b), protocol::take_cstr(&mut b)) else {
-            return;
-        };
-        let (k, v) = (String::from_utf8_lossy(k), String::from_utf8_lossy(v));
-        match self.parameters.iter_mut().find(|(name, _)| *name == k) {
-            Some(entry) => entry.1 = v.into_owned(),
-            None => self.parameters.push((k.into_owned(), v.into_owned())),
+    /// Record a reported setting's new value.
+    pub fn set_parameter(&mut self, name: &str, value: &str) {
+        match self.parameters.iter_mut().find(|(n, _)| n == name) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => self.parameters.push((name.to_string(), value.to_string())),
         }
     }
 
@@ -184,13 +184,44 @@ impl UpstreamConn {
     pub fn reuse_greeting(&mut self) {
         self.greeting.clear();
         for (k, v) in &self.parameters {
-            let mut body = Vec::with_capacity(k.len() + v.len() + 2);
-            body.extend_from_slice(k.as_bytes());
-            body.push(0);
-            body.extend_from_slice(v.as_bytes());
-            body.push(0);
-            push_raw(&mut self.greeting, b'S', &body);
+            protocol::parameter_status(&mut self.greeting, k, v);
         }
+    }
+}
+
+/// The relay holds an upstream session as a lease: the stream, and the
+/// server's bytes no client has been given yet.
+impl crate::relay::Upstream for UpstreamConn {
+    fn read_ahead(&mut self) -> &mut BytesMut {
+        &mut self.read_ahead
+    }
+}
+
+impl AsyncRead for UpstreamConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
@@ -204,23 +235,14 @@ pub async fn connect(
     let mut stream = endpoint.open().await?;
     let fut = async {
         let mut out = BytesMut::with_capacity(256);
-        out.put_i32(0);
-        out.put_u32(protocol::PROTOCOL_3_0);
-        for (k, v) in [
+        let pairs = [
             ("user", creds.user.as_str()),
             ("database", creds.database.as_str()),
-        ]
-        .into_iter()
-        .chain(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        {
-            out.put_slice(k.as_bytes());
-            out.put_u8(0);
-            out.put_slice(v.as_bytes());
-            out.put_u8(0);
-        }
-        out.put_u8(0);
-        let len = out.len() as i32;
-        out[..4].copy_from_slice(&len.to_be_bytes());
+        ];
+        let params = pairs
+            .into_iter()
+            .chain(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        frontend::startup_message(params, &mut out).map_err(ProtocolError::Io)?;
         stream.write_all(&out).await.map_err(ProtocolError::Io)?;
         let mut buf = BytesMut::with_capacity(1024);
         authenticate(&mut stream, &mut buf, creds).await?;
@@ -233,45 +255,9 @@ pub async fn connect(
             parameters: Vec::new(),
             born: std::time::Instant::now(),
         };
-        loop {
-            // ParameterStatus values can be long (e.g. search_path), but the
-            // server bounds them; the message cap only stops a hostile peer.
-            let (tag, body) = protocol::read_message(&mut conn.stream, &mut buf, 1 << 20).await?;
-            match tag {
-                b'S' => {
-                    let mut b: &[u8] = &body;
-                    if let (Some(k), Some(v)) =
-                        (protocol::take_cstr(&mut b), protocol::take_cstr(&mut b))
-                    {
-                        conn.parameters.push((
-                            String::from_utf8_lossy(k).into_owned(),
-                            String::from_utf8_lossy(v).into_owned(),
-                        ));
-                    }
-                    push_raw(&mut conn.greeting, tag, &body);
-                }
-                b'N' => push_raw(&mut conn.greeting, tag, &body),
-                b'K' => {
-                    if body.len() < 8 {
-                        return Err(ProtocolError::BadLength {
-                            tag: 'K',
-                            len: body.len() as i64 + 4,
-                        }
-                        .into());
-                    }
-                    conn.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-                    conn.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
-                }
-                b'E' => return Err(server_error(&body)),
-                b'Z' => {
-                    conn.read_ahead = buf;
-                    return Ok(conn);
-                }
-                // NegotiateProtocolVersion: we asked for 3.0 and send no
-                // _pq_ options, so a server has no reason to send one.
-                other => return Err(ProtocolError::Unexpected(other as char).into()),
-            }
-        }
+        greeted(&mut conn, &mut buf).await?;
+        conn.read_ahead = buf;
+        Ok(conn)
     };
     // The whole login is bounded: a server that accepts TCP and then stalls
     // must not hang a client's login forever.
@@ -281,10 +267,39 @@ pub async fn connect(
     }
 }
 
-fn push_raw(out: &mut BytesMut, tag: u8, body: &[u8]) {
-    out.put_u8(tag);
-    out.put_i32(body.len() as i32 + 4);
-    out.put_slice(body);
+/// After AuthenticationOk: the server's ParameterStatus messages and
+/// notices (kept raw for the client's greeting), its BackendKeyData, up to
+/// the first ReadyForQuery.
+async fn greeted(conn: &mut UpstreamConn, buf: &mut BytesMut) -> Result<(), UpstreamError> {
+    loop {
+        // ParameterStatus values can be long (e.g. search_path), but the
+        // server bounds them; the message cap only stops a hostile peer.
+        let mut frame = protocol::read_frame(&mut conn.stream, buf, 1 << 20).await?;
+        let tag = frame[0];
+        if matches!(tag, b'S' | b'N') {
+            conn.greeting.extend_from_slice(&frame);
+        }
+        // NegotiateProtocolVersion: we asked for 3.0 and send no _pq_
+        // options, so a server has no reason to send one.
+        match backend::decode(&mut frame)? {
+            // A value that is not UTF-8 (a migration session's own
+            // client_encoding) still reaches the client raw; only pooled
+            // runtime sessions, pinned to UTF8, replay the recorded values.
+            Message::ParameterStatus(p) => {
+                if let (Ok(k), Ok(v)) = (p.name(), p.value()) {
+                    conn.parameters.push((k.to_string(), v.to_string()));
+                }
+            }
+            Message::NoticeResponse(_) => {}
+            Message::BackendKeyData(k) => {
+                conn.pid = k.process_id();
+                conn.secret = k.secret_key();
+            }
+            Message::ErrorResponse(e) => return Err(server_error(e.fields())),
+            Message::ReadyForQuery(_) => return Ok(()),
+            _ => return Err(ProtocolError::Unexpected(tag as char).into()),
+        }
+    }
 }
 
 fn password(creds: &Credentials) -> Result<&Secret, UpstreamError> {
@@ -294,15 +309,8 @@ fn password(creds: &Credentials) -> Result<&Secret, UpstreamError> {
         .ok_or_else(|| UpstreamError::NoPassword(creds.user.clone()))
 }
 
-async fn send_password_message(
-    stream: &mut UpstreamStream,
-    body: &[u8],
-) -> Result<(), UpstreamError> {
-    let mut out = BytesMut::with_capacity(body.len() + 5);
-    out.put_u8(b'p');
-    out.put_i32(body.len() as i32 + 4);
-    out.put_slice(body);
-    stream.write_all(&out).await.map_err(ProtocolError::Io)?;
+async fn send(stream: &mut UpstreamStream, out: &BytesMut) -> Result<(), UpstreamError> {
+    stream.write_all(out).await.map_err(ProtocolError::Io)?;
     Ok(())
 }
 
@@ -312,64 +320,40 @@ async fn authenticate(
     creds: &Credentials,
 ) -> Result<(), UpstreamError> {
     let mut scram: Option<scram::ScramClient> = None;
+    let mut out = BytesMut::with_capacity(256);
     loop {
-        let (tag, body) = protocol::read_message(stream, buf, MAX_AUTH_MESSAGE).await?;
-        match tag {
-            b'E' => return Err(server_error(&body)),
-            b'R' => {}
+        let mut frame = protocol::read_frame(stream, buf, MAX_AUTH_MESSAGE).await?;
+        let tag = frame[0];
+        out.clear();
+        match backend::decode(&mut frame)? {
+            Message::ErrorResponse(e) => return Err(server_error(e.fields())),
             // A NoticeResponse before authentication is unusual but legal.
-            b'N' => continue,
-            other => return Err(ProtocolError::Unexpected(other as char).into()),
-        }
-        if body.len() < 4 {
-            return Err(ProtocolError::BadLength {
-                tag: 'R',
-                len: body.len() as i64 + 4,
-            }
-            .into());
-        }
-        let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-        let rest = &body[4..];
-        match code {
+            Message::NoticeResponse(_) => continue,
             // A server that skips SASLFinal has not proved it knows the
             // password: refuse, as libpq does.
-            0 if scram.as_ref().is_some_and(|s| !s.finished()) => {
+            Message::AuthenticationOk if scram.as_ref().is_some_and(|s| !s.finished()) => {
                 return Err(scram::ScramError::Order.into());
             }
-            0 => return Ok(()),
-            3 => {
+            Message::AuthenticationOk => return Ok(()),
+            Message::AuthenticationCleartextPassword => {
                 let pw = password(creds)?;
-                let mut msg = Vec::with_capacity(pw.expose().len() + 1);
-                msg.extend_from_slice(pw.expose().as_bytes());
-                msg.push(0);
-                send_password_message(stream, &msg).await?;
+                frontend::password_message(pw.expose().as_bytes(), &mut out)
+                    .map_err(ProtocolError::Io)?;
             }
-            5 => {
-                let salt: [u8; 4] = rest.get(..4).and_then(|s| s.try_into().ok()).ok_or(
-                    ProtocolError::BadLength {
-                        tag: 'R',
-                        len: body.len() as i64 + 4,
-                    },
-                )?;
+            Message::AuthenticationMd5Password(body) => {
                 let pw = password(creds)?;
                 let hash = postgres_protocol::authentication::md5_hash(
                     creds.user.as_bytes(),
                     pw.expose().as_bytes(),
-                    salt,
+                    body.salt(),
                 );
-                let mut msg = hash.into_bytes();
-                msg.push(0);
-                send_password_message(stream, &msg).await?;
+                frontend::password_message(hash.as_bytes(), &mut out).map_err(ProtocolError::Io)?;
             }
-            10 => {
-                let mut mechs: &[u8] = rest;
-                let mut offered = false;
-                while let Some(m) = protocol::take_cstr(&mut mechs) {
-                    if m.is_empty() {
-                        break;
-                    }
-                    offered |= m == SCRAM_SHA_256.as_bytes();
-                }
+            Message::AuthenticationSasl(body) => {
+                let offered = body
+                    .mechanisms()
+                    .any(|m| Ok(m == SCRAM_SHA_256))
+                    .map_err(|source| ProtocolError::Malformed { tag: 'R', source })?;
                 if !offered {
                     return Err(UpstreamError::UnsupportedAuth(
                         "SASL without SCRAM-SHA-256".into(),
@@ -377,55 +361,47 @@ async fn authenticate(
                 }
                 let pw = password(creds)?;
                 let mut s = scram::ScramClient::new(&creds.user, pw.expose(), scram::cache());
-                let first = s.client_first();
-                let first = first.as_slice();
-                let mut msg = Vec::with_capacity(first.len() + 32);
-                msg.extend_from_slice(SCRAM_SHA_256.as_bytes());
-                msg.push(0);
-                msg.extend_from_slice(&(first.len() as i32).to_be_bytes());
-                msg.extend_from_slice(first);
-                send_password_message(stream, &msg).await?;
+                frontend::sasl_initial_response(
+                    SCRAM_SHA_256,
+                    s.client_first().as_slice(),
+                    &mut out,
+                )
+                .map_err(ProtocolError::Io)?;
                 scram = Some(s);
             }
-            11 => {
+            Message::AuthenticationSaslContinue(body) => {
                 let s = scram.as_mut().ok_or(ProtocolError::Unexpected('R'))?;
-                let reply = s.client_final(rest)?;
-                send_password_message(stream, &reply).await?;
+                let reply = s.client_final(body.data())?;
+                frontend::sasl_response(&reply, &mut out).map_err(ProtocolError::Io)?;
             }
-            12 => {
+            Message::AuthenticationSaslFinal(body) => {
                 let s = scram.as_mut().ok_or(ProtocolError::Unexpected('R'))?;
-                s.verify_server_final(rest)?;
+                s.verify_server_final(body.data())?;
+                continue;
             }
-            other => return Err(UpstreamError::UnsupportedAuth(format!("code {other}"))),
+            Message::AuthenticationKerberosV5 => return Err(unsupported(2)),
+            Message::AuthenticationScmCredential => return Err(unsupported(6)),
+            Message::AuthenticationGss => return Err(unsupported(7)),
+            Message::AuthenticationGssContinue(_) => return Err(unsupported(8)),
+            Message::AuthenticationSspi => return Err(unsupported(9)),
+            _ => return Err(ProtocolError::Unexpected(tag as char).into()),
         }
+        send(stream, &out).await?;
     }
 }
 
-/// Pull severity, SQLSTATE and message out of an ErrorResponse body.
-pub fn server_error(body: &[u8]) -> UpstreamError {
-    let mut severity = String::from("FATAL");
-    let mut code = String::from("08006");
-    let mut message = String::from("upstream error");
-    let mut b: &[u8] = body;
-    while let Some((&field, rest)) = b.split_first() {
-        if field == 0 {
-            break;
-        }
-        b = rest;
-        let Some(v) = protocol::take_cstr(&mut b) else {
-            break;
-        };
-        let v = String::from_utf8_lossy(v).into_owned();
-        match field {
-            b'V' => severity = v,
-            b'C' => code = v,
-            b'M' => message = v,
-            _ => {}
-        }
-    }
+fn unsupported(code: i32) -> UpstreamError {
+    UpstreamError::UnsupportedAuth(format!("code {code}"))
+}
+
+/// The server refused: its severity, SQLSTATE and message (a FATAL
+/// connection failure where it left them out).
+fn server_error(fields: postgres_protocol::message::backend::ErrorFields<'_>) -> UpstreamError {
+    let e = ServerError::from_fields(fields).unwrap_or_default();
+    let or = |v: String, default: &str| if v.is_empty() { default.to_string() } else { v };
     UpstreamError::Server {
-        severity,
-        code,
-        message,
+        severity: or(e.severity, "FATAL"),
+        code: or(e.code, "08006"),
+        message: or(e.message, "upstream error"),
     }
 }

@@ -1,9 +1,10 @@
 //! Protocol framing: the PostgreSQL v3 wire format as the proxy needs it.
 //!
 //! Startup-phase packets and the messages the proxy itself writes are
-//! decoded and encoded with `pgwire`'s codecs. Relayed traffic is never
-//! decoded into structs: [`FrameHeader`] reads just the 5-byte header so the
-//! relay can track boundaries and forward bytes in bulk.
+//! decoded and encoded with `pgwire`'s codecs; the few messages it reads
+//! after that have typed bodies in [`backend`] and [`frontend`]. Relayed
+//! traffic is never decoded into structs: [`FrameHeader`] reads just the
+//! 5-byte header so the relay can track boundaries and forward bytes in bulk.
 //!
 //! Every length that comes off the network is checked before it is used, so
 //! a malformed or hostile packet is an error for that connection, never a
@@ -14,6 +15,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, BytesMut};
 use pgwire::error::ErrorInfo;
+use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::{ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, ParameterStatus, SecretKey, Startup,
@@ -21,6 +23,9 @@ use pgwire::messages::startup::{
 use pgwire::messages::{DecodeContext, Message, ProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+pub mod backend;
+pub mod frontend;
 
 /// Codes in the "protocol version" slot of an untyped startup packet.
 pub const SSL_REQUEST_CODE: u32 = 80_877_103;
@@ -58,6 +63,10 @@ pub enum ProtocolError {
     BadLength { tag: char, len: i64 },
     #[error("unexpected message type {0:?}")]
     Unexpected(char),
+    #[error("truncated message of type {0:?}")]
+    Truncated(char),
+    #[error("malformed message of type {tag:?}: {source}")]
+    Malformed { tag: char, source: std::io::Error },
 }
 
 /// The first packet of a connection.
@@ -109,10 +118,18 @@ pub async fn read_startup_packet<S: AsyncRead + Unpin>(
     match code {
         SSL_REQUEST_CODE if len == 8 => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST_CODE if len == 8 => Ok(StartupPacket::GssEncRequest),
-        CANCEL_REQUEST_CODE if len == 16 => Ok(StartupPacket::Cancel {
-            pid: i32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]),
-            secret: i32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]]),
-        }),
+        CANCEL_REQUEST_CODE if len == 16 => {
+            // Exactly 16 bytes: protocol 3.0's Int32 key, never the longer
+            // keys of 3.2.
+            let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+            match CancelRequest::decode(&mut buf, &ctx) {
+                Ok(Some(c)) => match c.secret_key.as_i32() {
+                    Some(secret) => Ok(StartupPacket::Cancel { pid: c.pid, secret }),
+                    None => Err(ProtocolError::BadStartupLength(len)),
+                },
+                _ => Err(ProtocolError::BadStartupLength(len)),
+            }
+        }
         SSL_REQUEST_CODE | GSSENC_REQUEST_CODE | CANCEL_REQUEST_CODE => {
             Err(ProtocolError::BadStartupLength(len))
         }
@@ -195,12 +212,23 @@ pub async fn read_message<S: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<(u8, BytesMut), ProtocolError> {
+    let mut frame = read_frame(stream, buf, max).await?;
+    let tag = frame[0];
+    frame.advance(FrameHeader::SIZE);
+    Ok((tag, frame))
+}
+
+/// Like [`read_message`], but the whole frame, header included (what
+/// [`backend::decode`] takes).
+pub async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<BytesMut, ProtocolError> {
     loop {
         if let Some(h) = FrameHeader::parse(buf, max)? {
             if buf.len() >= h.total() {
-                let mut frame = buf.split_to(h.total());
-                frame.advance(FrameHeader::SIZE);
-                return Ok((h.tag, frame));
+                return Ok(buf.split_to(h.total()));
             }
             buf.reserve(h.total() - buf.len());
         } else {
