@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::login::{self, LoggedIn, LoginError, Who};
 use crate::policy::{Switches, VerdictCache};
 use crate::pool::Pool;
-use crate::session;
+use crate::session::{self, instant_at};
 use crate::upstream::Endpoint;
 
 /// Distinct statement texts whose verdicts are kept.
@@ -335,15 +335,4 @@ impl Drop for ActiveGuard<'_> {
             self.1.notify_waiters();
         }
     }
-}
-
-/// The monotonic instant of wall-clock `t` (now, if `t` is past; about a
-/// century ahead if `t` is further than `Instant` can count).
-pub(crate) fn instant_at(t: jiff::Timestamp) -> Instant {
-    let left = t.duration_since(jiff::Timestamp::now());
-    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
-    let now = Instant::now();
-    now.checked_add(left)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(now)
 }

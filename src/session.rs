@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::info;
@@ -20,7 +20,6 @@ use crate::migration::Admission;
 use crate::policy::{Switches, VerdictCache};
 use crate::pool::{Pool, PoolKey};
 use crate::relay::{Event, Inspector, Limits, Relay, RelayEnd, SessionEnd, StopCause, Stops};
-use crate::server::instant_at;
 use crate::upstream::{Endpoint, UpstreamConn};
 
 /// What a session needs from the proxy: the configuration it logged in
@@ -210,4 +209,15 @@ async fn on_shutdown(mut rx: watch::Receiver<Option<Instant>>) -> Instant {
 async fn at_window_end(until: jiff::Timestamp, hard_end: jiff::Timestamp) -> Instant {
     tokio::time::sleep_until(instant_at(until).into()).await;
     instant_at(hard_end)
+}
+
+/// The monotonic instant of wall-clock `t` (now, if `t` is past; about a
+/// century ahead if `t` is further than `Instant` can count).
+pub(crate) fn instant_at(t: jiff::Timestamp) -> Instant {
+    let left = t.duration_since(jiff::Timestamp::now());
+    let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+    let now = Instant::now();
+    now.checked_add(left)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(now)
 }
