@@ -285,6 +285,9 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         for note in config.access.notes() {
             tracing::warn!(event = "migration_keys", note = %note, "migration key note");
         }
+        // Issuer keys are fetched in the background: serving never waits
+        // for an issuer, and migration logins work once its keys arrive.
+        config.access.start_fetchers();
         if config.migration.keys.is_empty() && config.migration.jwks.is_empty() {
             tracing::info!(
                 event = "migration_keys",
@@ -362,7 +365,11 @@ fn check(config_path: Option<PathBuf>, offline: bool) -> anyhow::Result<bool> {
     if offline {
         return Ok(true);
     }
-    let findings = run_async_value(async move { rolegate::check::audit(&config).await })?;
+    let findings = run_async_value(async move {
+        let mut findings = rolegate::check::audit(&config).await;
+        findings.extend(rolegate::check::issuers(&config).await);
+        findings
+    })?;
     for f in &findings {
         println!("{f}");
     }
