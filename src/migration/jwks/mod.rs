@@ -258,7 +258,7 @@ impl Shared {
 
     /// One scheduled fetch: swap in the new keys, or keep the old ones.
     async fn fetch_once(&self) {
-        let number = self.schedule().begin(Instant::now());
+        let number = self.schedule().begin();
         match self.fetch_keys().await {
             Ok((set, ttl)) => {
                 self.fetched(&set, ttl);

@@ -8,8 +8,10 @@
 //! * A failed one is retried with exponential backoff from
 //!   `min_refresh_interval` up to [`MAX_BACKOFF`] (or `refresh`, if less).
 //! * A login whose token names a key the cache lacks *demands* a fetch; it
-//!   is done at once, unless a fetch started less than
-//!   `min_refresh_interval` ago: then at that interval's end. Any number of
+//!   is done at once, unless a fetch ended less than
+//!   `min_refresh_interval` ago: then at that interval's end. Counting
+//!   from the end keeps the issuer's own view (request to request) at
+//!   least an interval apart, however long a fetch takes. Any number of
 //!   demands before it starts are answered by that one fetch, and a demand
 //!   during a fetch is answered by the fetch in flight.
 
@@ -26,7 +28,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 pub struct Schedule {
     min_interval: Duration,
     max_backoff: Duration,
-    last_start: Option<Instant>,
+    last_end: Option<Instant>,
     /// When the keys are due for their regular refresh; `None` until the
     /// first fetch (due at once).
     next_due: Option<Instant>,
@@ -42,7 +44,7 @@ impl Schedule {
         Schedule {
             min_interval,
             max_backoff: MAX_BACKOFF.min(refresh).max(min_interval),
-            last_start: None,
+            last_end: None,
             next_due: None,
             failures: 0,
             demanded: false,
@@ -64,9 +66,9 @@ impl Schedule {
 
     /// When the next fetch may start (`None`: now): when it is due, or at
     /// once if demanded, but never sooner than `min_refresh_interval`
-    /// after the last one started.
+    /// after the last one ended.
     pub fn next_start(&self) -> Option<Instant> {
-        let earliest = self.last_start.map(|t| t + self.min_interval);
+        let earliest = self.last_end.map(|t| t + self.min_interval);
         let due = if self.demanded { None } else { self.next_due };
         match (due, earliest) {
             (None, e) => e,
@@ -75,18 +77,18 @@ impl Schedule {
         }
     }
 
-    /// A fetch starts now; returns its number.
-    pub fn begin(&mut self, now: Instant) -> u64 {
+    /// A fetch starts; returns its number.
+    pub fn begin(&mut self) -> u64 {
         self.started += 1;
         self.in_flight = true;
         self.demanded = false;
-        self.last_start = Some(now);
         self.started
     }
 
     /// The fetch succeeded; the keys are fresh for `ttl`.
     pub fn succeeded(&mut self, now: Instant, ttl: Duration) {
         self.in_flight = false;
+        self.last_end = Some(now);
         self.failures = 0;
         self.next_due = Some(now + ttl);
     }
@@ -94,6 +96,7 @@ impl Schedule {
     /// The fetch failed; retry after the backoff.
     pub fn failed(&mut self, now: Instant) {
         self.in_flight = false;
+        self.last_end = Some(now);
         self.failures = self.failures.saturating_add(1);
         self.next_due = Some(now + self.backoff());
     }
@@ -133,7 +136,7 @@ mod tests {
     fn the_first_fetch_is_due_at_once_then_after_its_ttl() {
         let (mut s, t0) = schedule();
         assert_eq!(s.next_start(), None);
-        assert_eq!(s.begin(t0), 1);
+        assert_eq!(s.begin(), 1);
         s.succeeded(t0, 600 * S);
         assert_eq!(s.next_start(), Some(t0 + 600 * S));
     }
@@ -141,22 +144,22 @@ mod tests {
     #[test]
     fn a_demand_is_served_at_once_but_never_twice_within_the_interval() {
         let (mut s, t0) = schedule();
-        s.begin(t0);
+        s.begin();
         s.succeeded(t0, 600 * S);
         // A burst of demands one second later: all answered by fetch 2,
-        // which may start only 5 s after fetch 1.
+        // which may start only 5 s after fetch 1 ended.
         for _ in 0..100 {
             assert_eq!(s.demand(), 2);
         }
         assert_eq!(s.next_start(), Some(t0 + 5 * S));
-        assert_eq!(s.begin(t0 + 5 * S), 2);
+        assert_eq!(s.begin(), 2);
         // A demand while 2 is in flight is answered by 2.
         assert_eq!(s.demand(), 2);
-        s.succeeded(t0 + 6 * S, 600 * S);
-        assert_eq!(s.next_start(), Some(t0 + 606 * S), "no demand left over");
-        // Demands long after the last fetch: at once.
+        // A slow fetch: the interval counts from its end.
+        s.succeeded(t0 + 9 * S, 600 * S);
+        assert_eq!(s.next_start(), Some(t0 + 609 * S), "no demand left over");
         assert_eq!(s.demand(), 3);
-        assert_eq!(s.next_start(), Some(t0 + 10 * S));
+        assert_eq!(s.next_start(), Some(t0 + 14 * S));
     }
 
     #[test]
@@ -165,7 +168,7 @@ mod tests {
         let mut now = t0;
         let mut waits = Vec::new();
         for _ in 0..10 {
-            s.begin(now);
+            s.begin();
             s.failed(now);
             let next = s.next_start().expect("scheduled");
             waits.push((next - now).as_secs());
@@ -176,7 +179,7 @@ mod tests {
         // A demand is not held back by the backoff, only by the interval.
         s.demand();
         assert_eq!(s.next_start(), Some(now - 300 * S + 5 * S));
-        s.begin(now);
+        s.begin();
         s.succeeded(now, 3600 * S);
         assert_eq!(s.failures(), 0);
         assert_eq!(s.next_start(), Some(now + 3600 * S));
@@ -187,7 +190,7 @@ mod tests {
         let mut s = Schedule::new(S, 60 * S);
         let t0 = Instant::now();
         for _ in 0..20 {
-            s.begin(t0);
+            s.begin();
             s.failed(t0);
         }
         assert_eq!(s.next_start(), Some(t0 + 60 * S));
