@@ -822,3 +822,52 @@ async fn check_fetches_each_issuer_once_and_check_offline_never_does() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(issuer.state.discovery_hits.load(Ordering::SeqCst), before);
 }
+
+/// The example configs in deploy/oidc/ pass `check --offline` once the
+/// files they name exist (nothing is fetched).
+#[test]
+fn the_deploy_oidc_configs_pass_check_offline() {
+    let h = harness();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/oidc");
+    let dir = tempfile::tempdir().expect("dir");
+    let etc = dir.path().join("etc");
+    let pem = |name: &str, text: &str| {
+        let p = etc.join(name);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    let ca = std::fs::read_to_string(&h.pki.ca_file).expect("ca");
+    pem("tls/tls.crt", &h.pki.cert_pem);
+    pem("tls/tls.key", &h.pki.key_pem);
+    pem("upstream-ca.crt", &ca);
+    pem("cluster-ca/ca.crt", &ca);
+    pem("upstream/migration-password", "mg\n");
+    for name in [
+        "rolegate-github.toml",
+        "rolegate-gitlab.toml",
+        "rolegate-kubernetes-discovery.toml",
+    ] {
+        let text = std::fs::read_to_string(root.join(name)).expect("config");
+        let config = dir.path().join(name);
+        std::fs::write(
+            &config,
+            text.replace("/etc/rolegate/", &format!("{}/", etc.display())),
+        )
+        .expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rolegate"))
+            .args(["check", "--offline", "--config"])
+            .arg(&config)
+            .env_remove("ROLEGATE_CONFIG")
+            .env("PG_MIGRATION_PASSWORD", "mg")
+            // The Kubernetes config gets the database from upstream.env.
+            .env("PG_NAME", "app")
+            .output()
+            .expect("check");
+        assert!(
+            out.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
