@@ -150,6 +150,16 @@ fn describe() {
         "rolegate_upstream_scram_derivations_total",
         "Upstream SCRAM key derivations, by cache (hit/miss)"
     );
+    describe_migration_jwks();
+    describe_gauge!(
+        "rolegate_build_info",
+        "Always 1; the version and git commit of this build as labels"
+    );
+}
+
+/// The families of fetched issuer keys (`migration::jwks`).
+fn describe_migration_jwks() {
+    use metrics::{Unit, describe_counter, describe_gauge};
     describe_counter!(
         "rolegate_migration_jwks_fetches_total",
         "Fetches of an OIDC issuer's migration token keys ([[migration.jwks]] by url or discovery), by issuer and outcome (ok/timeout/unreachable/http_status/invalid)"
@@ -166,10 +176,6 @@ fn describe() {
     describe_counter!(
         "rolegate_migration_jwks_stale_uses_total",
         "Migration tokens verified with an issuer's keys past their refresh time (the issuer has not answered), by issuer"
-    );
-    describe_gauge!(
-        "rolegate_build_info",
-        "Always 1; the version and git commit of this build as labels"
     );
 }
 

@@ -453,8 +453,12 @@ audience = "rolegate"
         assert!(!logs.contains(t.as_str()), "a token reached the log");
     }
 
-    // The fetch metrics, described, by issuer.
-    let m = metrics(&proxy).await;
+    assert_fetch_metrics(&metrics(&proxy).await, &[issuer.base(), K8S_ISSUER]);
+}
+
+/// The fetch metrics, described, by issuer: one key each, fetched, and
+/// the other outcomes present at zero.
+fn assert_fetch_metrics(m: &str, issuers: &[&str]) {
     for family in [
         "rolegate_migration_jwks_fetches_total",
         "rolegate_migration_jwks_keys",
@@ -463,15 +467,15 @@ audience = "rolegate"
     ] {
         assert!(m.contains(&format!("# HELP {family} ")), "{family}:\n{m}");
     }
-    for iss in [issuer.base(), K8S_ISSUER] {
+    for iss in issuers {
         let fetched = series(
-            &m,
+            m,
             &format!("rolegate_migration_jwks_fetches_total{{issuer=\"{iss}\",outcome=\"ok\"}}"),
         );
         assert!(fetched >= 1.0, "{iss}:\n{m}");
         assert_eq!(
             series(
-                &m,
+                m,
                 &format!("rolegate_migration_jwks_keys{{issuer=\"{iss}\"}}")
             ),
             1.0,
