@@ -150,9 +150,32 @@ fn describe() {
         "rolegate_upstream_scram_derivations_total",
         "Upstream SCRAM key derivations, by cache (hit/miss)"
     );
+    describe_migration_jwks();
     describe_gauge!(
         "rolegate_build_info",
         "Always 1; the version and git commit of this build as labels"
+    );
+}
+
+/// The families of fetched issuer keys (`migration::jwks`).
+fn describe_migration_jwks() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        "rolegate_migration_jwks_fetches_total",
+        "Fetches of an OIDC issuer's migration token keys ([[migration.jwks]] by url or discovery), by issuer and outcome (ok/timeout/unreachable/http_status/invalid)"
+    );
+    describe_gauge!(
+        "rolegate_migration_jwks_keys",
+        "Usable migration token keys cached per OIDC issuer (0 until the first fetch succeeds)"
+    );
+    describe_gauge!(
+        "rolegate_migration_jwks_age_seconds",
+        Unit::Seconds,
+        "Age of an OIDC issuer's cached migration token keys (since rolegate began trying, while it has none)"
+    );
+    describe_counter!(
+        "rolegate_migration_jwks_stale_uses_total",
+        "Migration tokens verified with an issuer's keys past their refresh time (the issuer has not answered), by issuer"
     );
 }
 
@@ -220,8 +243,9 @@ pub async fn serve(
 async fn render_metrics(
     State(s): State<AdminState>,
 ) -> ([(&'static str, &'static str); 1], String) {
-    // Process metrics are sampled when scraped, not on a timer.
+    // Process metrics and key ages are sampled when scraped, not on a timer.
     s.process.collect();
+    crate::migration::jwks::sample_metrics();
     (
         [("content-type", "text/plain; version=0.0.4")],
         s.metrics.render(),

@@ -117,6 +117,28 @@ pub async fn audit(config: &Config) -> Vec<Finding> {
     out
 }
 
+/// One fetch of each OIDC issuer's keys (`[[migration.jwks]]` by `url` or
+/// discovery): a finding each, since an issuer rolegate cannot reach
+/// refuses every migration token it signed. Not part of [`audit`], which
+/// `serve` runs too: a running proxy fetches on its own schedule.
+pub async fn issuers(config: &Config) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for f in config.access.fetchers() {
+        out.push(match f.probe().await {
+            Ok(n) => pass(format!(
+                "migration token keys of {} fetched from {} ({n} usable key(s))",
+                f.issuer(),
+                f.location()
+            )),
+            Err(e) => fail(
+                format!("migration token keys of {} cannot be fetched: {e}", f.issuer()),
+                "check the issuer URL, the network path and ca_file; until the keys arrive, migration tokens of this issuer are refused",
+            ),
+        });
+    }
+    out
+}
+
 /// What the findings of one service are phrased with.
 struct Subject<'a> {
     /// `[service] ` for services other than the default, else empty.

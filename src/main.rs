@@ -282,15 +282,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             tokio::spawn(async move { log_findings(&rolegate::check::audit(&audit_config).await) });
         }
 
-        for note in config.access.notes() {
-            tracing::warn!(event = "migration_keys", note = %note, "migration key note");
-        }
-        if config.migration.keys.is_empty() && config.migration.jwks.is_empty() {
-            tracing::info!(
-                event = "migration_keys",
-                "no migration keys configured: migration logins are refused"
-            );
-        }
+        migration_keys(&config);
         // The addresses actually bound (a configured port 0 picks one).
         let bound = listener
             .local_addr()
@@ -337,6 +329,22 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     })
 }
 
+/// Log the migration key notes and start fetching issuer keys in the
+/// background: serving never waits for an issuer, and migration logins
+/// work once its keys arrive.
+fn migration_keys(config: &Config) {
+    for note in config.access.notes() {
+        tracing::warn!(event = "migration_keys", note = %note, "migration key note");
+    }
+    config.access.start_fetchers();
+    if config.migration.keys.is_empty() && config.migration.jwks.is_empty() {
+        tracing::info!(
+            event = "migration_keys",
+            "no migration keys configured: migration logins are refused"
+        );
+    }
+}
+
 fn log_findings(findings: &[rolegate::check::Finding]) {
     for f in findings {
         if f.pass {
@@ -362,7 +370,11 @@ fn check(config_path: Option<PathBuf>, offline: bool) -> anyhow::Result<bool> {
     if offline {
         return Ok(true);
     }
-    let findings = run_async_value(async move { rolegate::check::audit(&config).await })?;
+    let findings = run_async_value(async move {
+        let mut findings = rolegate::check::audit(&config).await;
+        findings.extend(rolegate::check::issuers(&config).await);
+        findings
+    })?;
     for f in &findings {
         println!("{f}");
     }

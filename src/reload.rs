@@ -77,7 +77,7 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
                 c.migration
                     .jwks
                     .iter()
-                    .map(|j| (Some(j.issuer.clone()), j.json.clone())),
+                    .map(|j| (Some(j.issuer.clone()), format!("{j:?}"))),
             )
             .collect::<Vec<_>>()
     };
@@ -114,6 +114,8 @@ pub fn reload_once(proxy: &Proxy, sources: &Sources, trigger: &str) {
                 tracing::warn!(event = "migration_keys", note = %note, "migration key note");
             }
             let changes = diff(&old, &new);
+            // Unchanged issuers keep their fetcher and keys; new ones start.
+            new.access.start_fetchers();
             proxy.replace_config(new);
             metrics::counter!("rolegate_config_reloads_total", "outcome" => "ok").increment(1);
             tracing::info!(

@@ -1,16 +1,19 @@
 //! `[migration]`: read and validated into the migration module's own
 //! [`MigrationConfig`] — the environment, the migration login, grace and
 //! leeway, `[[migration.keys]]` and `[[migration.jwks]]` (their files read
-//! here; their keys are parsed by [`crate::migration::Access`]), and
+//! here, URLs checked to be `https://`, cache settings bounded; their keys
+//! are parsed by [`crate::migration::Access`], never fetched here), and
 //! `[[migration.windows]]`, each checked on its own (times, days, time
 //! zone, and never absolute and weekly keys in one entry).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{ConfigError, by_name, invalid};
+use crate::migration::settings::{CaFile, ClaimRule, KeysFrom, RemoteJwks, RemoteLocation};
 use crate::migration::{Environment, JwksSource, KeySource, MigrationConfig, Window};
 
 #[derive(Debug, Deserialize)]
@@ -53,13 +56,65 @@ pub(super) struct RawKey {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJwks {
-    pub file: PathBuf,
     pub issuer: String,
+    pub file: Option<PathBuf>,
+    pub url: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub audience: Option<String>,
     pub subject: Option<String>,
     #[serde(default)]
     pub confirms_prod: bool,
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimValue>,
+    #[serde(default)]
+    pub confirm_claims: BTreeMap<String, ClaimValue>,
+    pub environment_claim: Option<String>,
+    pub service_claim: Option<String>,
+    pub service: Option<String>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub refresh: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_stale: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_refresh_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde::option")]
+    pub fetch_timeout: Option<Duration>,
 }
+
+/// A claim rule's value as written: text, or a boolean or number that is
+/// compared by its JSON text (`true`, `42`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ClaimValue {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+}
+
+impl ClaimValue {
+    fn text(&self) -> String {
+        match self {
+            ClaimValue::Text(s) => s.clone(),
+            ClaimValue::Bool(b) => b.to_string(),
+            ClaimValue::Int(i) => i.to_string(),
+        }
+    }
+}
+
+/// Defaults and bounds of a fetched JWKS's cache (see docs/migration.md).
+const DEFAULT_REFRESH: Duration = Duration::from_secs(60 * 60);
+const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const REFRESH_BOUNDS: (Duration, Duration) = (
+    crate::migration::jwks::MIN_TTL,
+    crate::migration::jwks::MAX_TTL,
+);
+const MAX_STALE_LIMIT: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+const MIN_REFRESH_INTERVAL_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(5 * 60));
+const FETCH_TIMEOUT_BOUNDS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(60));
 
 /// One `[[migration.windows]]` entry as written: either `start`/`end` or
 /// `days`/`from`/`to`/`timezone`. Kept as text so that each missing or
@@ -129,14 +184,177 @@ fn key((i, k): (usize, &RawKey)) -> Result<KeySource, ConfigError> {
 }
 
 fn jwks((i, j): (usize, &RawJwks)) -> Result<JwksSource, ConfigError> {
+    let key = format!("migration.jwks[{i}]");
+    if j.issuer.is_empty() {
+        return Err(invalid(format!("{key}.issuer is empty")));
+    }
+    if j.service.is_some() && j.service_claim.is_some() {
+        return Err(invalid(format!(
+            "{key}: set at most one of service (every token reaches that service) and service_claim"
+        )));
+    }
+    if j.service.as_deref() == Some("") {
+        return Err(invalid(format!("{key}.service is empty")));
+    }
     Ok(JwksSource {
-        file: j.file.clone(),
-        json: read_file(&format!("migration.jwks[{i}].file"), &j.file)?,
         issuer: j.issuer.clone(),
+        keys_from: keys_from(&key, j)?,
         audience: j.audience.clone(),
         subject: j.subject.clone(),
+        claims: rules(&format!("{key}.claims"), &j.claims)?,
+        environment_claim: claim_name(&key, "environment_claim", &j.environment_claim, "env")?,
+        service_claim: claim_name(&key, "service_claim", &j.service_claim, "service")?,
+        service: j.service.clone(),
         confirms_prod: j.confirms_prod,
+        confirm_claims: rules(&format!("{key}.confirm_claims"), &j.confirm_claims)?,
     })
+}
+
+/// `file`, `url`, or neither (discovery from `issuer`); the cache keys
+/// only where something is fetched.
+fn keys_from(key: &str, j: &RawJwks) -> Result<KeysFrom, ConfigError> {
+    let location = match (&j.file, &j.url) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "{key}: set at most one of file and url (neither: OIDC discovery from issuer)"
+            )));
+        }
+        (Some(path), None) => {
+            let remote_only = [
+                ("ca_file", j.ca_file.is_some()),
+                ("refresh", j.refresh.is_some()),
+                ("max_stale", j.max_stale.is_some()),
+                ("min_refresh_interval", j.min_refresh_interval.is_some()),
+                ("fetch_timeout", j.fetch_timeout.is_some()),
+            ];
+            if let Some((name, _)) = remote_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(format!(
+                    "{key}.{name} applies to fetched keys (url or discovery), not to file"
+                )));
+            }
+            return Ok(KeysFrom::File {
+                path: path.clone(),
+                json: read_file(&format!("{key}.file"), path)?,
+            });
+        }
+        (None, Some(url)) => RemoteLocation::Url(https_url(&format!("{key}.url"), url)?),
+        (None, None) => {
+            https_url(&format!("{key}.issuer (OIDC discovery)"), &j.issuer)?;
+            RemoteLocation::Discovery {
+                issuer: j.issuer.clone(),
+            }
+        }
+    };
+    let ca = match &j.ca_file {
+        Some(path) => Some(CaFile {
+            path: path.clone(),
+            pem: std::fs::read(path).map_err(|e| {
+                invalid(format!(
+                    "{key}.ca_file = {}: cannot read: {e}",
+                    path.display()
+                ))
+            })?,
+        }),
+        None => None,
+    };
+    let refresh = bounded(key, "refresh", j.refresh, DEFAULT_REFRESH, REFRESH_BOUNDS)?;
+    let max_stale = bounded(
+        key,
+        "max_stale",
+        j.max_stale,
+        DEFAULT_MAX_STALE.max(refresh),
+        (refresh, MAX_STALE_LIMIT),
+    )?;
+    Ok(KeysFrom::Remote(RemoteJwks {
+        location,
+        ca,
+        refresh,
+        max_stale,
+        min_refresh_interval: bounded(
+            key,
+            "min_refresh_interval",
+            j.min_refresh_interval,
+            DEFAULT_MIN_REFRESH_INTERVAL,
+            MIN_REFRESH_INTERVAL_BOUNDS,
+        )?,
+        fetch_timeout: bounded(
+            key,
+            "fetch_timeout",
+            j.fetch_timeout,
+            DEFAULT_FETCH_TIMEOUT,
+            FETCH_TIMEOUT_BOUNDS,
+        )?,
+    }))
+}
+
+/// An `https://` URL with a host and no user name or password (URLs are
+/// logged). Plain `http://` is refused: the keys decide who may migrate.
+fn https_url(key: &str, text: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(text)
+        .map_err(|e| invalid(format!("{key} = {text:?} is not a URL: {e}")))?;
+    if url.scheme() != "https" {
+        return Err(invalid(format!(
+            "{key} = {text:?}: keys are fetched over https only"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(format!("{key} = {text:?} has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!(
+            "{key}: the URL must not carry a user name or password"
+        )));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid(format!("{key} = {text:?} has a #fragment")));
+    }
+    Ok(text.to_string())
+}
+
+fn bounded(
+    key: &str,
+    name: &str,
+    value: Option<Duration>,
+    default: Duration,
+    (min, max): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(invalid(format!(
+            "{key}.{name} = {:?} is outside {} .. {}",
+            humantime::format_duration(v).to_string(),
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(v)
+}
+
+fn claim_name(
+    key: &str,
+    name: &str,
+    value: &Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    match value.as_deref() {
+        None => Ok(default.to_string()),
+        Some("") => Err(invalid(format!("{key}.{name} is empty"))),
+        Some(v) => Ok(v.to_string()),
+    }
+}
+
+fn rules(key: &str, raw: &BTreeMap<String, ClaimValue>) -> Result<Vec<ClaimRule>, ConfigError> {
+    raw.iter()
+        .map(|(path, value)| {
+            if path.is_empty() || path == "/" {
+                return Err(invalid(format!("{key}: a claim name is empty")));
+            }
+            Ok(ClaimRule {
+                path: path.clone(),
+                pattern: value.text(),
+            })
+        })
+        .collect()
 }
 
 fn read_file(key: &str, path: &Path) -> Result<String, ConfigError> {

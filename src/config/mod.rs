@@ -191,7 +191,7 @@ fn load_raw(file: Option<&Path>, env: &HashMap<String, String>) -> Result<RawCon
 }
 
 /// Every file path the raw config names (TLS material, the upstream CA,
-/// secret files, keys, JWKS): what a reload watches, and what resolves
+/// secret files, keys, JWKS files and their CAs): what a reload watches, and what resolves
 /// relative to the config file's directory.
 fn file_paths(raw: &mut RawConfig) -> Vec<&mut PathBuf> {
     let mut paths = Vec::new();
@@ -217,7 +217,8 @@ fn file_paths(raw: &mut RawConfig) -> Vec<&mut PathBuf> {
         paths.extend(k.public_key_file.iter_mut());
     }
     for j in &mut raw.migration.jwks {
-        paths.push(&mut j.file);
+        paths.extend(j.file.iter_mut());
+        paths.extend(j.ca_file.iter_mut());
     }
     paths
 }

@@ -356,3 +356,162 @@ fn modes_outside_their_set_name_the_key_and_the_value() {
     assert_eq!(c.listen.tls_mode, ListenTlsMode::Disable);
     assert_eq!(c.upstream.tls_mode, crate::tls::UpstreamTlsMode::Require);
 }
+
+/// `FILE_SECRETS` plus a `[migration]` section.
+fn load_migration(section: &str, files: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    load_file(
+        &format!("{FILE_SECRETS}\n{section}"),
+        &[&[("secrets/runtime", "r")], files].concat(),
+        &[("MIGRATOR_PW", "m")],
+    )
+}
+
+fn test_ca_pem() -> String {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).expect("ca").pem()
+}
+
+#[test]
+fn jwks_by_discovery_url_or_file() {
+    use crate::migration::{KeysFrom, RemoteLocation};
+    let c = load_migration(
+        r#"
+[[migration.jwks]]
+issuer = "https://token.actions.githubusercontent.com"
+audience = "rolegate"
+subject = "repo:acme/app:*"
+confirms_prod = true
+environment_claim = "deploy_env"
+service = "billing"
+refresh = "30m"
+[migration.jwks.claims]
+repository = "acme/app"
+ref_protected = true
+run_attempt = 1
+runnerEnvironment = "github-hosted"
+"kubernetes.io.namespace" = "ci"
+[migration.jwks.confirm_claims]
+environment = "production"
+
+[[migration.jwks]]
+issuer = "https://gitlab.example"
+url = "https://gitlab.example/oauth/discovery/keys"
+ca_file = "issuer-ca.crt"
+min_refresh_interval = "1s"
+"#,
+        &[("issuer-ca.crt", &test_ca_pem())],
+    )
+    .expect("loads");
+    let [github, gitlab] = &c.migration.jwks[..] else {
+        panic!("two sources")
+    };
+    match &github.keys_from {
+        KeysFrom::Remote(r) => {
+            assert_eq!(
+                r.location,
+                RemoteLocation::Discovery {
+                    issuer: "https://token.actions.githubusercontent.com".into()
+                }
+            );
+            assert_eq!(r.refresh, Duration::from_secs(1800));
+            assert_eq!(r.max_stale, Duration::from_secs(86400));
+            assert_eq!(r.min_refresh_interval, Duration::from_secs(5));
+            assert_eq!(r.fetch_timeout, Duration::from_secs(5));
+            assert!(r.ca.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    let rules: Vec<(&str, &str)> = github
+        .claims
+        .iter()
+        .map(|r| (r.path.as_str(), r.pattern.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("kubernetes.io.namespace", "ci"),
+            ("ref_protected", "true"),
+            ("repository", "acme/app"),
+            ("run_attempt", "1"),
+            ("runnerEnvironment", "github-hosted"),
+        ]
+    );
+    assert_eq!(github.environment_claim, "deploy_env");
+    assert_eq!(github.service_claim, "service");
+    assert_eq!(github.service.as_deref(), Some("billing"));
+    assert_eq!(github.confirm_claims.len(), 1);
+    match &gitlab.keys_from {
+        KeysFrom::Remote(r) => {
+            assert!(matches!(&r.location, RemoteLocation::Url(u) if u.ends_with("/keys")));
+            let ca = r.ca.as_ref().expect("ca");
+            assert!(ca.path.is_absolute(), "relative to the config file");
+            assert_eq!(r.min_refresh_interval, Duration::from_secs(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(gitlab.environment_claim, "env");
+    // Watched for reload: the CA file.
+    assert!(c.files.iter().any(|f| f.ends_with("issuer-ca.crt")));
+}
+
+#[test]
+fn jwks_settings_are_validated() {
+    for (section, expect) in [
+        (
+            "issuer = \"http://issuer.example\"",
+            "migration.jwks[0].issuer (OIDC discovery) = \"http://issuer.example\": keys are fetched over https only",
+        ),
+        (
+            "issuer = \"https://i.example\"\nurl = \"http://127.0.0.1/keys\"",
+            "migration.jwks[0].url = \"http://127.0.0.1/keys\": keys are fetched over https only",
+        ),
+        (
+            "issuer = \"https://i.example\"\nurl = \"https://u:p@i.example/keys\"",
+            "must not carry a user name or password",
+        ),
+        (
+            "issuer = \"https://i.example\"\nurl = \"https://i.example/k\"\nfile = \"jwks.json\"",
+            "set at most one of file and url",
+        ),
+        (
+            "issuer = \"https://i.example\"\nfile = \"jwks.json\"\nca_file = \"ca.crt\"",
+            "migration.jwks[0].ca_file applies to fetched keys",
+        ),
+        (
+            "issuer = \"https://i.example\"\nrefresh = \"10s\"",
+            "migration.jwks[0].refresh = \"10s\" is outside 1m .. 1day",
+        ),
+        (
+            "issuer = \"https://i.example\"\nrefresh = \"2h\"\nmax_stale = \"1h\"",
+            "migration.jwks[0].max_stale",
+        ),
+        (
+            "issuer = \"https://i.example\"\nmin_refresh_interval = \"0s\"",
+            "min_refresh_interval",
+        ),
+        (
+            "issuer = \"https://i.example\"\nservice = \"a\"\nservice_claim = \"b\"",
+            "set at most one of service",
+        ),
+        (
+            "issuer = \"https://i.example\"\nca_file = \"missing.crt\"",
+            "migration.jwks[0].ca_file = ",
+        ),
+        (
+            "issuer = \"https://i.example\"\nca_file = \"jwks.json\"",
+            "no PEM certificate",
+        ),
+        ("issuer = \"https://i.example\"\nshoe_size = 3", "shoe_size"),
+    ] {
+        let e = load_migration(
+            &format!("[[migration.jwks]]\n{section}\n"),
+            &[("jwks.json", "{\"keys\":[]}")],
+        )
+        .map(|_| ())
+        .expect_err(section)
+        .to_string();
+        assert!(e.contains(expect), "{section}: {e}");
+    }
+}

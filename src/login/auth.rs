@@ -147,9 +147,14 @@ async fn migration_token(
         Ok(_) | Err(ProtocolError::BadLength { .. }) => return Err(LoginError::ExpectedPassword),
         Err(_) => return Err(LoginError::Gone),
     };
+    // A token naming a key the issuer cache lacks may wait for a refresh,
+    // but well inside the startup timeout, so the client still hears why
+    // it was refused.
+    let budget = config.listen.startup_timeout / 2;
     config
         .access
-        .admit(&token, jiff::Timestamp::now())
+        .admit_fetching(&token, budget)
+        .await
         .map_err(LoginError::Token)
 }
 

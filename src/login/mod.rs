@@ -125,6 +125,9 @@ pub async fn login(
             &who,
         )
         .await?;
+        if let Some(a) = &id.admission {
+            admitted(a, session_id, peer);
+        }
         let trace = connect::Trace {
             who: &who,
             session_id,
@@ -159,6 +162,27 @@ pub async fn login(
         reused: up.reused,
         cancel: up.cancel,
     })
+}
+
+/// The audit line of an admitted migration token: who, by which issuer
+/// and which configured key (the matched rule), until when. Logged before
+/// the upstream connection is opened; `session_start` follows.
+fn admitted(a: &crate::migration::Admission, session_id: u64, peer: SocketAddr) {
+    tracing::info!(
+        event = "migration_admitted",
+        session_id,
+        identity = %a.subject,
+        role = "migration",
+        peer = %peer,
+        issuer = a.issuer.as_deref().unwrap_or(""),
+        rule = %a.source,
+        kid = a.kid.as_deref().unwrap_or(""),
+        stale_keys = a.stale_keys,
+        service = %a.service,
+        jti = a.jti.as_deref().unwrap_or(""),
+        until = %a.until,
+        "migration token admitted"
+    );
 }
 
 /// Newer minor versions and `_pq_.` extensions: answer with what we speak

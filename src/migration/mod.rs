@@ -4,8 +4,9 @@
 //! and answers one question per migration login, [`Access::admit`]: given
 //! the token presented as the password and the current instant, is this
 //! login admitted, for whom, for which service, and until when — or which
-//! [`Refusal`] (SQLSTATE, reason) does the client get. It does no I/O and
-//! reads no clock: `now` is injected.
+//! [`Refusal`] (SQLSTATE, reason) does the client get. [`Access::admit`]
+//! does no I/O and reads no clock (`now` is injected): fetched issuer keys
+//! are read from their cache.
 //!
 //! Files:
 //! * `mod.rs` (this file): the decision — order of checks, environment
@@ -19,11 +20,15 @@
 //!   [`Environment`], keys, windows) that the configuration produces.
 //! * [`window`]: window arithmetic (weekly windows in their time zone, DST,
 //!   chained windows, next opening).
+//! * [`jwks`]: keys fetched from OIDC issuers (discovery or URL), cached,
+//!   refreshed and rate-limited in the background; [`Access::admit`] only
+//!   reads the cache, [`Access::admit_fetching`] may first wait (bounded)
+//!   for a refresh the token needs.
 //!
 //! Order of checks (each refusal names the first failing one):
 //! 1. `environment = "replica"`: refused without looking at the token.
 //! 2. The token: signature against any configured key, then `iss`/`aud`/`sub`
-//!    for JWKS sources, then `exp`/`nbf` with the leeway.
+//!    and the claim rules for JWKS sources, then `exp`/`nbf` with the leeway.
 //! 3. Environment: an `env` claim must name this environment; `prod` needs
 //!    the confirmation claim (or a JWKS source with `confirms_prod = true`).
 //! 4. A window must be open now.
@@ -47,14 +52,20 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub mod jwks;
 pub mod settings;
 pub mod token;
 pub mod window;
 
 #[cfg(test)]
+mod oidc_tests;
+#[cfg(test)]
 mod tests;
 
-pub use settings::{Environment, JwksSource, KeySource, MigrationConfig, Window};
+pub use settings::{
+    ClaimRule, Environment, JwksSource, KeySource, KeysFrom, MigrationConfig, RemoteJwks,
+    RemoteLocation, Window,
+};
 pub use window::WindowState;
 
 /// SQLSTATE `invalid_password`: the token is bad, expired, or not good
@@ -89,6 +100,13 @@ pub struct Admission {
     pub jti: Option<String>,
     /// The token's `iss`, when it has one.
     pub issuer: Option<String>,
+    /// The config entry whose key admitted it (`migration.keys[0]`,
+    /// `migration.jwks[1]`): the matched rule, for the audit log.
+    pub source: String,
+    /// The `kid` of that key, if it has one.
+    pub kid: Option<String>,
+    /// Verified with fetched keys past their refresh time.
+    pub stale_keys: bool,
     /// Which `[[services]]` entry the token is for (claim `service`,
     /// default `"default"`). The caller must check it exists and has a
     /// migration role.
@@ -150,6 +168,7 @@ pub const REFUSAL_KINDS: &[&str] = &[
     "wrong_issuer",
     "wrong_audience",
     "wrong_subject",
+    "wrong_claim",
     "expired",
     "not_yet_valid",
     "wrong_environment",
@@ -236,6 +255,9 @@ impl Access {
                 subject: v.subject,
                 jti: v.jti,
                 issuer: v.issuer,
+                source: v.source,
+                kid: v.kid,
+                stale_keys: v.stale,
                 service: v.service,
                 window_end,
                 token_exp: v.exp,
@@ -262,6 +284,39 @@ impl Access {
     pub fn window_state(&self, now: Timestamp) -> WindowState {
         self.schedule.state(now)
     }
+
+    /// [`Access::admit`] at the current time, after asking the issuer for
+    /// fresh keys when the token names a key its cache lacks (key rotation,
+    /// or no keys yet). The wait is bounded by `budget` and by the
+    /// fetchers' rate limit and timeout; when no key turns up the token is
+    /// refused as usual (`28P01`). Never waits for a replica.
+    pub async fn admit_fetching(
+        &self,
+        token: &str,
+        budget: Duration,
+    ) -> Result<Admission, Refusal> {
+        if self.environment != Environment::Replica {
+            // A token has one issuer: this is almost always one fetcher.
+            for f in self.keyring.wanting_keys(token, Timestamp::now()) {
+                f.refresh_now(f.wait_bound().min(budget)).await;
+            }
+        }
+        self.admit(token, Timestamp::now())
+    }
+
+    /// Start fetching the keys of every `[[migration.jwks]]` entry with a
+    /// `url` or discovery (a no-op for running fetchers, and outside a
+    /// tokio runtime). Never waits for a fetch.
+    pub fn start_fetchers(&self) {
+        for f in self.keyring.fetchers() {
+            f.start();
+        }
+    }
+
+    /// The fetchers of this config's fetched JWKS, each once.
+    pub fn fetchers(&self) -> Vec<std::sync::Arc<jwks::Fetcher>> {
+        self.keyring.fetchers()
+    }
 }
 
 /// The latest a session may live: `grace` past the window's end, but never
@@ -276,7 +331,7 @@ pub fn hard_end(
 }
 
 /// `t + d`, saturating at [`Timestamp::MAX`].
-fn plus(t: Timestamp, d: Duration) -> Timestamp {
+pub(crate) fn plus(t: Timestamp, d: Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
         .and_then(|d| t.checked_add(d).ok())

@@ -11,7 +11,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use super::settings::{Environment, JwksSource, KeySource, MigrationConfig, Window};
+use super::settings::{Environment, JwksSource, KeySource, KeysFrom, MigrationConfig, Window};
 use super::token::{self, IssueOptions};
 use super::*;
 
@@ -643,7 +643,7 @@ fn rsa_key_never_verifies_an_eddsa_or_hs_token() {
     let kp = keypair();
     let tok = token::issue(&kp.private_pem, opts(NOW)).unwrap();
     assert_refused(access.admit(&tok, ts(NOW)), "bad_signature", "28P01");
-    let n = c.jwks[0].json.clone();
+    let n = json_of(&c.jwks[0]).to_string();
     let hs = sign(
         Algorithm::HS256,
         Some("rsa-1"),
@@ -661,12 +661,34 @@ const ISSUER: &str = "https://token.actions.example";
 
 fn jwks_source(keys: Vec<Value>) -> JwksSource {
     JwksSource {
-        file: PathBuf::from("/etc/rolegate/ci-jwks.json"),
-        json: json!({ "keys": keys }).to_string(),
         issuer: ISSUER.into(),
+        keys_from: KeysFrom::File {
+            path: PathBuf::from("/etc/rolegate/ci-jwks.json"),
+            json: json!({ "keys": keys }).to_string(),
+        },
         audience: Some("rolegate".into()),
         subject: Some("repo:acme/app:environment:*".into()),
+        claims: Vec::new(),
+        environment_claim: "env".into(),
+        service_claim: "service".into(),
+        service: None,
         confirms_prod: false,
+        confirm_claims: Vec::new(),
+    }
+}
+
+/// The JWKS text of a file source.
+fn json_of(s: &JwksSource) -> &str {
+    match &s.keys_from {
+        KeysFrom::File { json, .. } => json,
+        KeysFrom::Remote(_) => panic!("not a file source"),
+    }
+}
+
+/// Replace a file source's JWKS text.
+fn set_json(s: &mut JwksSource, text: impl Into<String>) {
+    if let KeysFrom::File { json, .. } = &mut s.keys_from {
+        *json = text.into();
     }
 }
 
@@ -855,7 +877,7 @@ fn same_key_in_two_jwks_sources_either_may_accept() {
 #[test]
 fn jwks_skips_unusable_keys_and_rejects_useless_sets() {
     let (source, _) = rsa_jwks("rsa-1");
-    let mut doc: Value = serde_json::from_str(&source.json).unwrap();
+    let mut doc: Value = serde_json::from_str(json_of(&source)).unwrap();
     let keys = doc["keys"].as_array_mut().unwrap();
     keys.push(json!({ "kty": "oct", "k": "c2VjcmV0", "kid": "hmac" }));
     let mut enc = keys[0].clone();
@@ -867,33 +889,39 @@ fn jwks_skips_unusable_keys_and_rejects_useless_sets() {
     rs384["kid"] = json!("rs384");
     keys.push(rs384);
     let mut c = cfg(Environment::Staging);
-    c.jwks.push(JwksSource {
-        json: doc.to_string(),
-        ..source.clone()
-    });
+    let mut with_extras = source.clone();
+    set_json(&mut with_extras, doc.to_string());
+    c.jwks.push(with_extras);
     let access = Access::new(&c).unwrap();
     assert_eq!(access.notes().len(), 3, "{:?}", access.notes());
     assert!(access.notes()[0].contains("symmetric"));
 
     // Only unusable keys: an error naming the file.
-    c.jwks[0].json = json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] }).to_string();
+    set_json(
+        &mut c.jwks[0],
+        json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }] }).to_string(),
+    );
     let e = Access::new(&c).unwrap_err().to_string();
     assert!(
         e.starts_with("migration.jwks[0].file (/etc/rolegate/ci-jwks.json)"),
         "{e}"
     );
-    c.jwks[0].json = "{".into();
+    set_json(&mut c.jwks[0], "{");
     assert!(Access::new(&c).is_err());
-    c.jwks[0].json = "[]".into();
+    set_json(&mut c.jwks[0], "[]");
     assert!(Access::new(&c).is_err());
     // A key whose alg contradicts its type is a config error.
-    c.jwks[0].json =
+    set_json(
+        &mut c.jwks[0],
         json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": "AAAA", "alg": "RS256" }] })
-            .to_string();
+            .to_string(),
+    );
     assert!(Access::new(&c).is_err());
     // A short Ed25519 key is caught at load (not at verify time).
-    c.jwks[0].json =
-        json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": "AAAA" }] }).to_string();
+    set_json(
+        &mut c.jwks[0],
+        json!({ "keys": [{ "kty": "OKP", "crv": "Ed25519", "x": "AAAA" }] }).to_string(),
+    );
     assert!(Access::new(&c).is_err());
 }
 

@@ -1,44 +1,45 @@
 //! What a migrator token's claims must say once its signature verified:
 //! every claim of the right type, `sub` and `exp` present; for a JWKS
-//! source its `iss`, `aud` and glob `subject` pattern; `exp`, `nbf` and
-//! `iat` against the injected clock with the leeway.
+//! source its `iss`, `aud`, glob `subject` pattern and claim rules
+//! (`[migration.jwks.claims]`), and which claims carry the environment,
+//! the service and the prod confirmation; `exp`, `nbf` and `iat` against
+//! the injected clock with the leeway.
+//!
+//! Claim paths: `kubernetes.io.namespace` names a claim by a dotted path.
+//! Object keys may themselves contain dots (Kubernetes' `kubernetes.io`),
+//! so at each level the *longest* run of path segments that is a key of
+//! the object is taken, then the rest is resolved inside it; there is no
+//! backtracking, so a path whose longest match leads nowhere names no
+//! claim (and a rule on it fails). A path starting with `/` is a JSON
+//! Pointer (RFC 6901, `/kubernetes.io/serviceaccount/name`) for the rare
+//! case the dotted form cannot say. A string claim is compared as itself,
+//! a boolean or number by its JSON text (`true`, `42`); objects, arrays
+//! and null never match.
 
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::DEFAULT_SERVICE;
 use super::verify::Verified;
-use crate::migration::settings::JwksSource;
+use crate::migration::settings::{ClaimRule, JwksSource};
 use crate::migration::{Refusal, SQLSTATE_BAD_TOKEN};
-
-/// The payload, read leniently so that a wrongly typed claim is reported
-/// as such rather than as an undecodable token.
-#[derive(Debug, Deserialize)]
-pub(super) struct Claims {
-    sub: Option<Value>,
-    exp: Option<Value>,
-    nbf: Option<Value>,
-    iat: Option<Value>,
-    jti: Option<Value>,
-    iss: Option<Value>,
-    aud: Option<Value>,
-    env: Option<Value>,
-    confirm: Option<Value>,
-    service: Option<Value>,
-}
 
 /// Extra requirements on tokens verified by one `[[migration.jwks]]` entry.
 #[derive(Debug)]
 pub(super) struct JwksPolicy {
     /// `migration.jwks[i]`, for messages.
-    name: String,
-    issuer: String,
+    pub(super) name: String,
+    pub(super) issuer: String,
     audience: Option<String>,
     subject: Option<String>,
+    claims: Vec<ClaimRule>,
+    environment_claim: String,
+    service_claim: String,
+    service: Option<String>,
     confirms_prod: bool,
+    confirm_claims: Vec<ClaimRule>,
 }
 
 impl JwksPolicy {
@@ -48,9 +49,21 @@ impl JwksPolicy {
             issuer: source.issuer.clone(),
             audience: source.audience.clone(),
             subject: source.subject.clone(),
+            claims: source.claims.clone(),
+            environment_claim: source.environment_claim.clone(),
+            service_claim: source.service_claim.clone(),
+            service: source.service.clone(),
             confirms_prod: source.confirms_prod,
+            confirm_claims: source.confirm_claims.clone(),
         }
     }
+}
+
+/// Which configured key verified the token: its config name
+/// (`migration.keys[0]`, `migration.jwks[1]`) and `kid`.
+pub(super) struct Origin<'a> {
+    pub source: &'a str,
+    pub kid: Option<&'a str>,
 }
 
 /// The claims with their types checked.
@@ -63,52 +76,71 @@ struct Typed {
     issuer: Option<String>,
     env: Option<String>,
     service: Option<String>,
-    aud: Option<Value>,
-    confirm: Option<Value>,
 }
 
 /// Check the claims of a token whose signature verified with a key from
 /// `policy`'s source (`None`: a `[[migration.keys]]` key).
 pub(super) fn check(
-    c: Claims,
+    payload: Value,
     policy: Option<&JwksPolicy>,
+    origin: Origin<'_>,
     now: Timestamp,
     leeway: Duration,
 ) -> Result<Verified, Refusal> {
-    let t = typed(c)?;
+    let Value::Object(c) = payload else {
+        return Err(Refusal::malformed(
+            "the migration token's payload is not a JSON object",
+        ));
+    };
+    let t = typed(&c, policy)?;
     if let Some(p) = policy {
-        check_source(p, &t)?;
+        check_source(p, &c, &t)?;
     }
     check_times(&t, now, leeway)?;
-    let confirmed =
-        matches!(t.confirm, Some(Value::Bool(true))) || policy.is_some_and(|p| p.confirms_prod);
+    let confirmed = matches!(c.get("confirm"), Some(Value::Bool(true)))
+        || policy.is_some_and(|p| {
+            p.confirms_prod
+                || (!p.confirm_claims.is_empty()
+                    && p.confirm_claims.iter().all(|r| rule_holds(&c, r)))
+        });
+    let service = match policy.and_then(|p| p.service.clone()) {
+        Some(fixed) => fixed,
+        None => t.service.unwrap_or_else(|| DEFAULT_SERVICE.into()),
+    };
     Ok(Verified {
         subject: t.subject,
         jti: t.jti,
         issuer: t.issuer,
-        service: t.service.unwrap_or_else(|| DEFAULT_SERVICE.into()),
+        service,
         env: t.env,
         confirmed,
         exp: t.exp,
+        source: origin.source.to_string(),
+        kid: origin.kid.map(str::to_string),
+        stale: false,
     })
 }
 
-fn typed(c: Claims) -> Result<Typed, Refusal> {
-    let subject = opt_string("sub", c.sub)?
+fn typed(c: &Map<String, Value>, policy: Option<&JwksPolicy>) -> Result<Typed, Refusal> {
+    let subject = opt_string("sub", c.get("sub"))?
         .ok_or_else(|| Refusal::malformed("the migration token has no sub claim"))?;
-    let exp = opt_time("exp", c.exp)?
+    let exp = opt_time("exp", c.get("exp"))?
         .ok_or_else(|| Refusal::malformed("the migration token has no exp claim"))?;
+    let env_claim = policy.map_or("env", |p| p.environment_claim.as_str());
+    let service = match policy {
+        Some(p) if p.service.is_some() => None,
+        Some(p) => opt_string(&p.service_claim, resolve(c, &p.service_claim))?,
+        None => opt_string("service", c.get("service"))?,
+    };
     let t = Typed {
         subject,
         exp,
-        nbf: opt_time("nbf", c.nbf)?,
-        iat: opt_time("iat", c.iat)?,
-        jti: opt_string("jti", c.jti)?,
-        issuer: opt_string("iss", c.iss)?,
-        env: opt_string("env", c.env)?,
-        service: opt_string("service", c.service)?,
-        aud: c.aud,
-        confirm: c.confirm,
+        nbf: opt_time("nbf", c.get("nbf"))?,
+        iat: opt_time("iat", c.get("iat"))?,
+        jti: opt_string("jti", c.get("jti"))?,
+        issuer: opt_string("iss", c.get("iss"))?,
+        env: opt_string(env_claim, resolve(c, env_claim))?,
+        service,
     };
     if t.service.as_deref() == Some("") {
         return Err(Refusal::malformed(
@@ -118,8 +150,8 @@ fn typed(c: Claims) -> Result<Typed, Refusal> {
     Ok(t)
 }
 
-/// A JWKS source's `issuer`, `audience` and `subject` pattern.
-fn check_source(p: &JwksPolicy, t: &Typed) -> Result<(), Refusal> {
+/// A JWKS source's `issuer`, `audience`, `subject` pattern and claim rules.
+fn check_source(p: &JwksPolicy, c: &Map<String, Value>, t: &Typed) -> Result<(), Refusal> {
     if t.issuer.as_deref() != Some(p.issuer.as_str()) {
         return Err(Refusal::new(
             "wrong_issuer",
@@ -135,7 +167,7 @@ fn check_source(p: &JwksPolicy, t: &Typed) -> Result<(), Refusal> {
         ));
     }
     if let Some(want) = &p.audience
-        && !audience_contains(t.aud.as_ref(), want)
+        && !audience_contains(c.get("aud"), want)
     {
         return Err(Refusal::new(
             "wrong_audience",
@@ -156,7 +188,89 @@ fn check_source(p: &JwksPolicy, t: &Typed) -> Result<(), Refusal> {
             ),
         ));
     }
-    Ok(())
+    match p.claims.iter().find(|r| !rule_holds(c, r)) {
+        Some(rule) => Err(claim_refusal(p, c, rule)),
+        None => Ok(()),
+    }
+}
+
+/// Why the first failing claim rule failed, naming the claim and its value.
+fn claim_refusal(p: &JwksPolicy, c: &Map<String, Value>, rule: &ClaimRule) -> Refusal {
+    let why = match resolve(c, &rule.path).map(|v| (v, claim_text(v))) {
+        None => format!("migration token has no claim {:?}", rule.path),
+        Some((_, None)) => format!(
+            "migration token claim {:?} is not a string, boolean or number",
+            rule.path
+        ),
+        Some((_, Some(text))) => format!(
+            "migration token claim {:?} ({:?}) does not match {:?}",
+            rule.path,
+            truncate(&text, 200),
+            rule.pattern
+        ),
+    };
+    Refusal::new(
+        "wrong_claim",
+        SQLSTATE_BAD_TOKEN,
+        format!("{why} ({}.claims)", p.name),
+    )
+}
+
+/// Whether the claim at `rule.path` exists and its text matches the
+/// pattern.
+fn rule_holds(c: &Map<String, Value>, rule: &ClaimRule) -> bool {
+    resolve(c, &rule.path)
+        .and_then(claim_text)
+        .is_some_and(|text| glob_match(&rule.pattern, &text))
+}
+
+/// The claim a path names (see the module docs for the rules).
+pub(super) fn resolve<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if path.starts_with('/') {
+        return pointer(claims, path);
+    }
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut object = claims;
+    let mut i = 0;
+    loop {
+        // The longest run of segments that is a key here wins.
+        let (value, next) = (i + 1..=segments.len()).rev().find_map(|j| {
+            object
+                .get(&segments[i..j].join("."))
+                .map(|value| (value, j))
+        })?;
+        if next == segments.len() {
+            return Some(value);
+        }
+        object = value.as_object()?;
+        i = next;
+    }
+}
+
+/// RFC 6901 on the claims object.
+fn pointer<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let mut tokens = path.split('/').skip(1);
+    let first = tokens.next()?.replace("~1", "/").replace("~0", "~");
+    let mut value = claims.get(&first)?;
+    for token in tokens {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        value = match value {
+            Value::Object(m) => m.get(&token)?,
+            Value::Array(a) => a.get(token.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// A claim as text for matching: strings as themselves, booleans and
+/// numbers by their JSON text; anything else has none.
+pub(super) fn claim_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(_) | Value::Number(_) => Some(v.to_string()),
+        _ => None,
+    }
 }
 
 /// `exp`, `nbf` and `iat` at `now`, each forgiven by `leeway`.
@@ -194,10 +308,10 @@ fn check_times(t: &Typed, now: Timestamp, leeway: Duration) -> Result<(), Refusa
     Ok(())
 }
 
-fn opt_string(name: &str, v: Option<Value>) -> Result<Option<String>, Refusal> {
+fn opt_string(name: &str, v: Option<&Value>) -> Result<Option<String>, Refusal> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(Refusal::malformed(format!(
             "the migration token's {name} claim is not a string"
         ))),
@@ -205,7 +319,7 @@ fn opt_string(name: &str, v: Option<Value>) -> Result<Option<String>, Refusal> {
 }
 
 /// A NumericDate (seconds since the epoch, possibly fractional).
-fn opt_time(name: &str, v: Option<Value>) -> Result<Option<Timestamp>, Refusal> {
+fn opt_time(name: &str, v: Option<&Value>) -> Result<Option<Timestamp>, Refusal> {
     let bad = || Refusal::malformed(format!("the migration token's {name} claim is not a time"));
     match v {
         None | Some(Value::Null) => Ok(None),
@@ -274,5 +388,61 @@ pub(super) fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    #[test]
+    fn dotted_paths_take_the_longest_key_at_each_level() {
+        let c = claims(json!({
+            "ref": "refs/heads/main",
+            "kubernetes.io": {
+                "namespace": "ci",
+                "serviceaccount": { "name": "migrate" }
+            },
+            "a": { "b": { "c": 1 } },
+            "a.b": { "c": 2 },
+            "x.y": 3,
+            "list": ["p", "q"]
+        }));
+        let at = |p: &str| resolve(&c, p).cloned();
+        assert_eq!(at("ref"), Some(json!("refs/heads/main")));
+        assert_eq!(at("kubernetes.io.namespace"), Some(json!("ci")));
+        assert_eq!(
+            at("kubernetes.io.serviceaccount.name"),
+            Some(json!("migrate"))
+        );
+        // "a.b" is a key: it wins over "a" then "b".
+        assert_eq!(at("a.b.c"), Some(json!(2)));
+        assert_eq!(at("x.y"), Some(json!(3)));
+        assert_eq!(at("kubernetes.io.nope"), None);
+        assert_eq!(at("ref.x"), None);
+        assert_eq!(at("list.0"), None, "dotted paths do not index arrays");
+        // JSON Pointer: exact, and it can reach what the dotted form hides.
+        assert_eq!(at("/a/b/c"), Some(json!(1)));
+        assert_eq!(at("/kubernetes.io/namespace"), Some(json!("ci")));
+        assert_eq!(at("/list/1"), Some(json!("q")));
+        assert_eq!(at("/nope"), None);
+    }
+
+    #[test]
+    fn claim_text_is_json_text_for_scalars_only() {
+        assert_eq!(claim_text(&json!("x")).as_deref(), Some("x"));
+        assert_eq!(claim_text(&json!(true)).as_deref(), Some("true"));
+        assert_eq!(claim_text(&json!(42)).as_deref(), Some("42"));
+        assert_eq!(claim_text(&json!(null)), None);
+        assert_eq!(claim_text(&json!(["x"])), None);
+        assert_eq!(claim_text(&json!({"x": 1})), None);
     }
 }

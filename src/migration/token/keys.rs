@@ -3,6 +3,7 @@
 //! documents (RS256, ES256, EdDSA), each bound to the one algorithm it may
 //! verify. A broken configured key is an error naming its config key; a
 //! JWK that rolegate deliberately does not use is skipped with a note.
+//! The same parsing serves JWKS files and fetched documents.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
@@ -16,7 +17,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
 use crate::migration::AccessError;
-use crate::migration::settings::{JwksSource, KeySource};
+use crate::migration::settings::KeySource;
 
 /// RSA moduli accepted in a JWKS, in bits: below 2048 is too weak; above
 /// 4096 the RustCrypto backend refuses to verify.
@@ -25,13 +26,10 @@ const MAX_RSA_BITS: usize = 4096;
 
 /// One verification key and the only algorithm it verifies.
 #[derive(Debug)]
-pub(super) struct Candidate {
+pub(crate) struct Candidate {
     pub kid: Option<String>,
     pub alg: Algorithm,
     pub key: DecodingKey,
-    /// `None` for `[[migration.keys]]`; for a JWKS key, the index of its
-    /// source's policy.
-    pub jwks: Option<usize>,
 }
 
 /// `[[migration.keys]]`: an Ed25519 public key as PEM (SPKI), or base64 of
@@ -47,7 +45,6 @@ pub(super) fn ed25519_key(i: usize, k: &KeySource) -> Result<Candidate, AccessEr
         kid: k.kid.clone(),
         alg: Algorithm::EdDSA,
         key: DecodingKey::from_ed_der(vk.as_bytes()),
-        jwks: None,
     })
 }
 
@@ -103,38 +100,37 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The usable keys of one JWKS document; at least one, or an error.
-/// `policy` is the index its keys' [`Candidate::jwks`] get.
-pub(super) fn jwks_keys(
-    name: &str,
-    source: &JwksSource,
-    policy: usize,
+/// `label` names the document in messages (`migration.jwks[0].file (…)`,
+/// or the URL it was fetched from).
+pub(crate) fn jwks_keys(
+    label: &str,
+    json: &str,
     notes: &mut Vec<String>,
 ) -> Result<Vec<Candidate>, AccessError> {
-    let file = source.file.display();
-    let doc: Value = serde_json::from_str(&source.json)
-        .map_err(|e| AccessError(format!("{name}.file ({file}): not JSON: {e}")))?;
+    let doc: Value =
+        serde_json::from_str(json).map_err(|e| AccessError(format!("{label}: not JSON: {e}")))?;
     let keys = doc.get("keys").and_then(Value::as_array).ok_or_else(|| {
         AccessError(format!(
-            "{name}.file ({file}): not a JWKS (expected an object with a \"keys\" array)"
+            "{label}: not a JWKS (expected an object with a \"keys\" array)"
         ))
     })?;
     let mut out = Vec::new();
     for (j, raw) in keys.iter().enumerate() {
         // Each key is judged on its own: one exotic key in an issuer's set
         // must not make the whole set unusable.
-        let label = match raw.get("kid").and_then(Value::as_str) {
-            Some(kid) => format!("{name}.file ({file}) key {j} (kid {kid:?})"),
-            None => format!("{name}.file ({file}) key {j}"),
+        let key_label = match raw.get("kid").and_then(Value::as_str) {
+            Some(kid) => format!("{label} key {j} (kid {kid:?})"),
+            None => format!("{label} key {j}"),
         };
-        match jwk_candidate(raw, policy) {
+        match jwk_candidate(raw) {
             Ok(c) => out.push(c),
-            Err(Skip::Ignore(why)) => notes.push(format!("{label}: skipped: {why}")),
-            Err(Skip::Broken(why)) => return Err(AccessError(format!("{label}: {why}"))),
+            Err(Skip::Ignore(why)) => notes.push(format!("{key_label}: skipped: {why}")),
+            Err(Skip::Broken(why)) => return Err(AccessError(format!("{key_label}: {why}"))),
         }
     }
     if out.is_empty() {
         return Err(AccessError(format!(
-            "{name}.file ({file}): no usable RS256, ES256 or EdDSA signing key in the JWKS"
+            "{label}: no usable RS256, ES256 or EdDSA signing key in the JWKS"
         )));
     }
     Ok(out)
@@ -147,7 +143,7 @@ enum Skip {
     Broken(String),
 }
 
-fn jwk_candidate(raw: &Value, policy: usize) -> Result<Candidate, Skip> {
+fn jwk_candidate(raw: &Value) -> Result<Candidate, Skip> {
     let jwk: Jwk = serde_json::from_value(raw.clone())
         .map_err(|e| Skip::Ignore(format!("not a JWK this version understands ({e})")))?;
     if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
@@ -163,7 +159,6 @@ fn jwk_candidate(raw: &Value, policy: usize) -> Result<Candidate, Skip> {
         kid: jwk.common.key_id.clone(),
         alg,
         key,
-        jwks: Some(policy),
     })
 }
 

@@ -8,10 +8,12 @@
 //!   ([`Verified`] or a refusal).
 //! * `claims.rs`: what a token's claims must say: `sub`, `exp` / `nbf` /
 //!   `iat` against the injected clock and leeway, and for JWKS sources
-//!   `iss`, `aud` and the glob `subject` pattern ([`glob_match`]).
+//!   `iss`, `aud`, the glob `subject` pattern ([`glob_match`]), the claim
+//!   rules (dotted paths into nested claims) and which claims carry the
+//!   environment, service and prod confirmation.
 //! * `keys.rs`: turning `[[migration.keys]]` (Ed25519 public keys) and
-//!   `[[migration.jwks]]` documents (RS256 / ES256 / EdDSA keys of an OIDC
-//!   issuer) into verification keys.
+//!   JWKS documents (RS256 / ES256 / EdDSA keys of an OIDC issuer, from a
+//!   file or fetched by [`crate::migration::jwks`]) into verification keys.
 //! * `mint.rs`: `rolegate token keygen` / `issue` ([`keygen`], [`issue`]):
 //!   key pairs and EdDSA tokens the keyring accepts. The proxy never mints.
 //!
@@ -37,6 +39,7 @@ mod mint;
 mod verify;
 
 pub use claims::glob_match;
+pub(crate) use keys::{Candidate, jwks_keys};
 pub(crate) use mint::write_new;
 pub use mint::{IssueOptions, PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, TokenError, issue, keygen};
 pub use verify::{Keyring, Verified};
