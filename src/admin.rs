@@ -1,7 +1,7 @@
 //! The admin port: `/metrics` (Prometheus text, rendered by
 //! `metrics-exporter-prometheus`), `/healthz` (the process is alive) and
 //! `/readyz` (the config is loaded and the runtime upstream answers).
-//! Also the one place every metric is named and described.
+//! Every metric is named and described in [`crate::metrics`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,159 +24,22 @@ pub enum AdminError {
 
 /// Install the global Prometheus recorder and describe every metric.
 pub fn install_recorder() -> Result<PrometheusHandle, AdminError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("rolegate_classification_seconds".into()),
-            &[1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2],
-        )
-        .and_then(|b| {
-            b.set_buckets_for_metric(
-                Matcher::Full("rolegate_upstream_connect_seconds".into()),
-                &[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-                ],
-            )
-        })
-        .map_err(|e| AdminError::Recorder(e.to_string()))?
+    let mut builder = PrometheusBuilder::new();
+    for f in crate::metrics::FAMILIES
+        .iter()
+        .filter(|f| !f.buckets.is_empty())
+    {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(f.name.into()), f.buckets)
+            .map_err(|e| AdminError::Recorder(e.to_string()))?;
+    }
+    let handle = builder
         .install_recorder()
         .map_err(|e| AdminError::Recorder(e.to_string()))?;
-    describe();
+    crate::metrics::describe();
     metrics_process::Collector::default().describe();
-    present_from_startup();
+    crate::metrics::present_from_startup(&crate::policy::Class::REFUSED.map(|c| c.as_str()));
     Ok(handle)
-}
-
-/// Series with bounded label sets, at zero before their first event, so
-/// dashboards and `absent()` alerts work from the start; and the build.
-fn present_from_startup() {
-    use metrics::{counter, gauge};
-    gauge!(
-        "rolegate_build_info",
-        "version" => env!("CARGO_PKG_VERSION"),
-        "commit" => env!("ROLEGATE_GIT_COMMIT")
-    )
-    .set(1.0);
-    let refused = crate::policy::Class::REFUSED.map(|c| c.as_str());
-    for reason in refused.into_iter().chain(["startup"]) {
-        counter!("rolegate_refusals_total", "reason" => reason).increment(0);
-    }
-    for role in ["runtime", "migration"] {
-        gauge!("rolegate_active_sessions", "role" => role).increment(0.0);
-        counter!("rolegate_upstream_errors_total", "role" => role).increment(0);
-        for source in ["new", "pool"] {
-            counter!("rolegate_upstream_sessions_total", "role" => role, "source" => source)
-                .increment(0);
-        }
-    }
-    for direction in ["to_upstream", "to_client"] {
-        counter!("rolegate_bytes_total", "direction" => direction).increment(0);
-    }
-    for outcome in ["ok", "rejected"] {
-        counter!("rolegate_config_reloads_total", "outcome" => outcome).increment(0);
-    }
-    for outcome in ["ok", "failed", "timeout"] {
-        counter!("rolegate_pool_resets_total", "outcome" => outcome).increment(0);
-    }
-    counter!("rolegate_pool_discarded_total", "reason" => "dead").increment(0);
-    for cache in ["hit", "miss"] {
-        counter!("rolegate_upstream_scram_derivations_total", "cache" => cache).increment(0);
-    }
-    gauge!("rolegate_pool_idle_connections").increment(0.0);
-    gauge!("rolegate_migration_window_open").increment(0.0);
-}
-
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(
-        "rolegate_connections_total",
-        "Client logins by identity (configured name or \"unknown\"), role and outcome"
-    );
-    describe_gauge!(
-        "rolegate_active_sessions",
-        "Relayed sessions open now, by role"
-    );
-    describe_counter!(
-        "rolegate_statements_total",
-        "Statements seen on runtime sessions by role, class, verdict (allowed/refused/reported) and deciding path (parser/lexer/fastpath)"
-    );
-    describe_counter!(
-        "rolegate_refusals_total",
-        "Refusals by reason (statement class, or startup)"
-    );
-    describe_histogram!(
-        "rolegate_classification_seconds",
-        Unit::Seconds,
-        "Time to classify one statement (cache hits included)"
-    );
-    describe_histogram!(
-        "rolegate_upstream_connect_seconds",
-        Unit::Seconds,
-        "Upstream connect + TLS + authentication time, by role"
-    );
-    describe_counter!(
-        "rolegate_upstream_errors_total",
-        "Failed upstream logins, by role"
-    );
-    describe_gauge!(
-        "rolegate_migration_window_open",
-        "1 while a migration window is open"
-    );
-    describe_counter!(
-        "rolegate_bytes_total",
-        Unit::Bytes,
-        "Bytes relayed, by direction (to_upstream/to_client)"
-    );
-    describe_counter!(
-        "rolegate_config_reloads_total",
-        "Config reloads by outcome (ok/rejected)"
-    );
-    describe_counter!(
-        "rolegate_upstream_sessions_total",
-        "Upstream sessions given to logins, by role and source (new/pool)"
-    );
-    describe_gauge!(
-        "rolegate_pool_idle_connections",
-        "Idle runtime upstream sessions kept for reuse"
-    );
-    describe_counter!(
-        "rolegate_pool_resets_total",
-        "Resets (DISCARD ALL) of returned upstream sessions, by outcome (ok/failed/timeout)"
-    );
-    describe_counter!(
-        "rolegate_pool_discarded_total",
-        "Idle upstream sessions closed instead of reused, by reason"
-    );
-    describe_counter!(
-        "rolegate_upstream_scram_derivations_total",
-        "Upstream SCRAM key derivations, by cache (hit/miss)"
-    );
-    describe_migration_jwks();
-    describe_gauge!(
-        "rolegate_build_info",
-        "Always 1; the version and git commit of this build as labels"
-    );
-}
-
-/// The families of fetched issuer keys (`migration::jwks`).
-fn describe_migration_jwks() {
-    use metrics::{Unit, describe_counter, describe_gauge};
-    describe_counter!(
-        "rolegate_migration_jwks_fetches_total",
-        "Fetches of an OIDC issuer's migration token keys ([[migration.jwks]] by url or discovery), by issuer and outcome (ok/timeout/unreachable/http_status/invalid)"
-    );
-    describe_gauge!(
-        "rolegate_migration_jwks_keys",
-        "Usable migration token keys cached per OIDC issuer (0 until the first fetch succeeds)"
-    );
-    describe_gauge!(
-        "rolegate_migration_jwks_age_seconds",
-        Unit::Seconds,
-        "Age of an OIDC issuer's cached migration token keys (since rolegate began trying, while it has none)"
-    );
-    describe_counter!(
-        "rolegate_migration_jwks_stale_uses_total",
-        "Migration tokens verified with an issuer's keys past their refresh time (the issuer has not answered), by issuer"
-    );
 }
 
 /// Whether the runtime upstream answers, checked at most once a second.

@@ -7,8 +7,10 @@
 
 use std::net::SocketAddr;
 
+use crate::metrics::Outcome;
 use crate::protocol::frontend::{Parse, Query};
 use crate::relay::{Backend, BackendAction, Frontend, FrontendAction, Inspector, Wants};
+use crate::role::Role;
 
 /// Who a migration session is, for its statement events.
 #[derive(Debug, Clone)]
@@ -31,12 +33,13 @@ impl StatementAudit {
             b'P' => ("parse", Parse::read(msg.body()).text),
             _ => ("function_call", &b""[..]),
         };
-        metrics::counter!("rolegate_statements_total", "role" => "migration", "class" => "migration", "verdict" => "allowed", "path" => "audit").increment(1);
+        crate::metrics::statements(Role::Migration, "migration", Outcome::Allowed, "audit")
+            .increment(1);
         tracing::info!(
             event = "migration_statement",
             session_id = self.session_id,
             identity = %self.identity,
-            role = "migration",
+            role = Role::Migration.as_str(),
             peer = %self.peer,
             subject = %self.subject,
             jti = self.jti.as_deref().unwrap_or(""),

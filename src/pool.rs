@@ -30,6 +30,7 @@ use postgres_protocol::message::backend::Message;
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 use crate::config::PoolConfig;
+use crate::metrics::PoolReset;
 use crate::protocol::backend;
 use crate::protocol::{self, ProtocolError};
 use crate::upstream::{Endpoint, UpstreamConn, UpstreamStream};
@@ -51,6 +52,8 @@ pub struct PoolKey {
 
 /// An upstream session waiting for its next client.
 struct Idle {
+    /// Counts it in `rolegate_pool_idle_connections` while it is here.
+    _counted: crate::metrics::PooledSession,
     key: PoolKey,
     conn: UpstreamConn,
     endpoint: Arc<Endpoint>,
@@ -101,14 +104,13 @@ impl Pool {
                 let i = list.iter().rposition(|c| &c.key == key)?;
                 list.remove(i)
             };
-            metrics::gauge!("rolegate_pool_idle_connections").decrement(1.0);
             let mut idle = idle;
             if idle.conn.born.elapsed() >= cfg.max_lifetime {
                 close_later(idle.conn.stream);
                 continue;
             }
             if !still_open(&mut idle.conn.stream) {
-                metrics::counter!("rolegate_pool_discarded_total", "reason" => "dead").increment(1);
+                crate::metrics::pool_discarded_dead();
                 continue;
             }
             return Some(Reused {
@@ -133,17 +135,16 @@ impl Pool {
         }
         match tokio::time::timeout(RESET_TIMEOUT, reset(&mut conn)).await {
             Ok(Ok(())) => {
-                metrics::counter!("rolegate_pool_resets_total", "outcome" => "ok").increment(1);
+                crate::metrics::pool_reset(PoolReset::Ok);
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "upstream session reset failed; closing it");
-                metrics::counter!("rolegate_pool_resets_total", "outcome" => "failed").increment(1);
+                crate::metrics::pool_reset(PoolReset::Failed);
                 close(conn.stream).await;
                 return;
             }
             Err(_) => {
-                metrics::counter!("rolegate_pool_resets_total", "outcome" => "timeout")
-                    .increment(1);
+                crate::metrics::pool_reset(PoolReset::Timeout);
                 close(conn.stream).await;
                 return;
             }
@@ -155,12 +156,12 @@ impl Pool {
             Ok(mut services) => {
                 let list = services.entry(key.service.clone()).or_default();
                 list.push(Idle {
+                    _counted: crate::metrics::PooledSession::new(),
                     key,
                     conn,
                     endpoint,
                     since: Instant::now(),
                 });
-                metrics::gauge!("rolegate_pool_idle_connections").increment(1.0);
                 self.added.notify_waiters();
                 // Over the bound: the least recently used go.
                 let excess = list.len().saturating_sub(cfg.max_idle);
@@ -175,7 +176,6 @@ impl Pool {
             }
         };
         for idle in evicted {
-            metrics::gauge!("rolegate_pool_idle_connections").decrement(1.0);
             close(idle.conn.stream).await;
         }
     }
@@ -206,7 +206,6 @@ impl Pool {
             out
         };
         for idle in expired {
-            metrics::gauge!("rolegate_pool_idle_connections").decrement(1.0);
             close_later(idle.conn.stream);
         }
         next
@@ -241,7 +240,6 @@ impl Pool {
             Err(_) => return,
         };
         for idle in all {
-            metrics::gauge!("rolegate_pool_idle_connections").decrement(1.0);
             close_later(idle.conn.stream);
         }
     }

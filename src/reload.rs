@@ -117,7 +117,7 @@ pub fn reload_once(proxy: &Proxy, sources: &Sources, trigger: &str) {
             // Unchanged issuers keep their fetcher and keys; new ones start.
             new.access.start_fetchers();
             proxy.replace_config(new);
-            metrics::counter!("rolegate_config_reloads_total", "outcome" => "ok").increment(1);
+            crate::metrics::config_reload(true);
             tracing::info!(
                 event = "config_reloaded",
                 trigger,
@@ -126,8 +126,7 @@ pub fn reload_once(proxy: &Proxy, sources: &Sources, trigger: &str) {
             );
         }
         Err(e) => {
-            metrics::counter!("rolegate_config_reloads_total", "outcome" => "rejected")
-                .increment(1);
+            crate::metrics::config_reload(false);
             tracing::error!(event = "config_reload_failed", trigger, error = %e, "new configuration refused; keeping the old one");
         }
     }

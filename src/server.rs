@@ -309,7 +309,7 @@ impl Proxy {
 const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(300);
 
 fn log_window(open: bool, detail: &str) {
-    metrics::gauge!("rolegate_migration_window_open").set(if open { 1.0 } else { 0.0 });
+    crate::metrics::window_open(open);
     if open {
         info!(event = "window_open", session_id = 0u64, identity = "", role = "migration", peer = "", until = %detail, "migration window open");
     } else {

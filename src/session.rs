@@ -20,6 +20,7 @@ use crate::migration::Admission;
 use crate::policy::{Switches, VerdictCache};
 use crate::pool::{Pool, PoolKey};
 use crate::relay::{Event, Inspector, Limits, Relay, RelayEnd, SessionEnd, StopCause, Stops};
+use crate::role::Role;
 use crate::upstream::{Endpoint, UpstreamConn};
 
 /// What a session needs from the proxy: the configuration it logged in
@@ -39,7 +40,7 @@ pub struct Setup<'a> {
 struct Who<'a> {
     session_id: u64,
     identity: &'a str,
-    role: &'static str,
+    role: Role,
     peer: SocketAddr,
 }
 
@@ -69,7 +70,7 @@ pub async fn run(
     let who = Who {
         session_id,
         identity: &identity,
-        role: role.as_str(),
+        role,
         peer,
     };
     log_start(&who, &service, reused, admission.as_ref());
@@ -82,13 +83,13 @@ pub async fn run(
     // Session mode: the upstream is lent for the whole session, so the
     // relay never pauses or asks for one.
     let _ = relay.lend(upstream);
-    metrics::gauge!("rolegate_active_sessions", "role" => who.role).increment(1.0);
+    let active = crate::metrics::ActiveSession::new(role);
     let end = match relay.run().await {
         Event::Ended(end) => end,
         Event::BetweenTransactions | Event::NeedsUpstream => SessionEnd::UpstreamGone,
     };
     let done = relay.finish(end).await;
-    metrics::gauge!("rolegate_active_sessions", "role" => who.role).decrement(1.0);
+    drop(active);
     let RelayEnd {
         end,
         upstream,

@@ -20,9 +20,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::PolicyMode;
+use crate::metrics::{self, Outcome};
 use crate::policy::{self, Class, Switches, Verdict, VerdictCache};
 use crate::protocol::frontend::{FunctionCall, Parse, Query};
 use crate::relay::{Backend, BackendAction, Frontend, FrontendAction, Inspector, Wants};
+use crate::role::Role;
 
 use refusal::Refusals;
 
@@ -51,7 +53,7 @@ const ALLOWED_FASTPATH_OIDS: &[i32] = &[
 pub struct SessionInfo {
     pub session_id: u64,
     pub identity: String,
-    pub role: &'static str,
+    pub role: Role,
     pub peer: SocketAddr,
 }
 
@@ -64,8 +66,8 @@ pub struct RuntimePolicy {
     info: SessionInfo,
     /// Metric handles resolved once per session, so an allowed statement
     /// costs no registry lookup (the common case on the hot path).
-    seconds: metrics::Histogram,
-    allowed: Vec<(Class, policy::Path, metrics::Counter)>,
+    seconds: ::metrics::Histogram,
+    allowed: Vec<(Class, policy::Path, ::metrics::Counter)>,
 }
 
 impl RuntimePolicy {
@@ -83,7 +85,7 @@ impl RuntimePolicy {
             mode,
             refusals: Refusals::new(refusal_token),
             info,
-            seconds: metrics::histogram!("rolegate_classification_seconds"),
+            seconds: metrics::classification_seconds(),
             allowed: Vec::new(),
         }
     }
@@ -117,7 +119,7 @@ impl RuntimePolicy {
     fn check(&mut self, sql: &[u8], pipelined: bool) -> Option<Verdict> {
         let t0 = Instant::now();
         let (mut verdict, _hit) = if policy::is_large(sql) {
-            off_async_workers(|| self.cache.classify(sql, &self.switches))
+            crate::offload::cpu_heavy(|| self.cache.classify(sql, &self.switches))
         } else {
             self.cache.classify(sql, &self.switches)
         };
@@ -137,12 +139,11 @@ impl RuntimePolicy {
         match self.allowed.iter().find(|(c, p, _)| (*c, *p) == key) {
             Some((_, _, counter)) => counter.increment(1),
             None => {
-                let counter = metrics::counter!(
-                    "rolegate_statements_total",
-                    "role" => self.info.role,
-                    "class" => verdict.class.as_str(),
-                    "verdict" => "allowed",
-                    "path" => path_label(&verdict)
+                let counter = metrics::statements(
+                    self.info.role,
+                    verdict.class.as_str(),
+                    Outcome::Allowed,
+                    path_label(&verdict),
                 );
                 counter.increment(1);
                 self.allowed.push((key.0, key.1, counter));
@@ -154,7 +155,7 @@ impl RuntimePolicy {
     fn function_call(&mut self, call: FunctionCall) -> Option<Verdict> {
         let oid = call.oid;
         if ALLOWED_FASTPATH_OIDS.contains(&oid) {
-            record(self.info.role, "read", "allowed", "fastpath");
+            metrics::statements(self.info.role, "read", Outcome::Allowed, "fastpath").increment(1);
             return None;
         }
         let verdict = Verdict {
@@ -192,7 +193,7 @@ impl RuntimePolicy {
             event = "statement_refused",
             session_id = self.info.session_id,
             identity = %self.info.identity,
-            role = self.info.role,
+            role = self.info.role.as_str(),
             peer = %self.info.peer,
             class = verdict.class.as_str(),
             reason = %verdict.reason,
@@ -202,14 +203,19 @@ impl RuntimePolicy {
             enforced = !report,
             "statement refused"
         );
-        record(
+        let outcome = if report {
+            Outcome::Reported
+        } else {
+            Outcome::Refused
+        };
+        metrics::statements(
             self.info.role,
             verdict.class.as_str(),
-            if report { "reported" } else { "refused" },
+            outcome,
             path_label(verdict),
-        );
-        metrics::counter!("rolegate_refusals_total", "reason" => verdict.class.as_str())
-            .increment(1);
+        )
+        .increment(1);
+        metrics::refusal(verdict.class.as_str());
     }
 }
 
@@ -259,31 +265,9 @@ impl Inspector for RuntimePolicy {
     }
 }
 
-fn record(role: &'static str, class: &'static str, verdict: &'static str, path: &'static str) {
-    metrics::counter!(
-        "rolegate_statements_total",
-        "role" => role,
-        "class" => class,
-        "verdict" => verdict,
-        "path" => path
-    )
-    .increment(1);
-}
-
 fn path_label(v: &Verdict) -> &'static str {
     match v.path {
         policy::Path::Parser => "parser",
         policy::Path::Lexer => "lexer",
-    }
-}
-
-/// Run a slow classification where it cannot stall other sessions: on a
-/// multi-threaded runtime the current worker hands its other tasks to a
-/// new one for the duration.
-fn off_async_workers<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
     }
 }

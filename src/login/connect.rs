@@ -82,8 +82,7 @@ pub async fn connect(
             (conn, endpoint, false)
         }
     };
-    let role = id.role.as_str();
-    metrics::counter!("rolegate_upstream_sessions_total", "role" => role, "source" => if reused { "pool" } else { "new" }).increment(1);
+    crate::metrics::upstream_session(id.role, reused);
     let cancel = ctx.cancels.register(UpstreamKey {
         endpoint: endpoint.clone(),
         pid: conn.pid,
@@ -177,8 +176,7 @@ async fn open(
     let conn = upstream::connect(&endpoint, creds, params)
         .await
         .map_err(LoginError::Upstream)?;
-    metrics::histogram!("rolegate_upstream_connect_seconds", "role" => id.role.as_str())
-        .record(t0.elapsed().as_secs_f64());
+    crate::metrics::upstream_connect(id.role, t0.elapsed().as_secs_f64());
     Ok((conn, endpoint))
 }
 

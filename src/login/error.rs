@@ -11,7 +11,8 @@ use crate::client_auth::AuthError;
 use crate::protocol::ProtocolError;
 use crate::upstream::UpstreamError;
 
-use super::Role;
+use crate::metrics;
+use crate::role::Role;
 
 /// Why a login ended without a session.
 #[derive(Debug)]
@@ -71,10 +72,6 @@ pub struct Who {
 impl Who {
     fn role_str(&self) -> &'static str {
         self.role.map(Role::as_str).unwrap_or("")
-    }
-
-    fn role_label(&self) -> &'static str {
-        self.role.map(Role::as_str).unwrap_or("none")
     }
 
     fn identity_label(&self) -> &str {
@@ -246,7 +243,7 @@ impl LoginError {
         match self {
             LoginError::Upstream(_) => {
                 warn!(event = "upstream_error", session_id, identity, role, peer = %peer, error = %reason, "upstream connection failed");
-                metrics::counter!("rolegate_upstream_errors_total", "role" => role).increment(1);
+                metrics::upstream_error(who.role);
             }
             LoginError::StartupRefused { reason } => {
                 startup_refused(who, session_id, peer, reason, true);
@@ -255,13 +252,7 @@ impl LoginError {
                 info!(event = "auth_failed", session_id, identity, role, peer = %peer, reason = %reason, "login refused");
             }
         }
-        metrics::counter!(
-            "rolegate_connections_total",
-            "identity" => who.identity_label().to_string(),
-            "role" => who.role_label(),
-            "outcome" => self.outcome()
-        )
-        .increment(1);
+        metrics::login(who.identity_label(), who.role, self.outcome());
     }
 }
 
@@ -269,7 +260,7 @@ impl LoginError {
 /// mode (`enforced = false`) the login goes on.
 pub fn startup_refused(who: &Who, session_id: u64, peer: SocketAddr, reason: &str, enforced: bool) {
     warn!(event = "statement_refused", session_id, identity = %who.user, role = who.role_str(), peer = %peer, class = "startup", reason = %reason, enforced, "startup parameters refused");
-    metrics::counter!("rolegate_refusals_total", "reason" => "startup").increment(1);
+    metrics::refusal(metrics::STARTUP_REFUSAL);
 }
 
 /// What the client hears when the upstream login fails. Credential

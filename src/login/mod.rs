@@ -27,26 +27,8 @@ use crate::pool::Pool;
 use crate::protocol::{self, ClientStream};
 use crate::upstream::{Endpoint, UpstreamConn};
 
+pub use crate::role::Role;
 pub use error::{LoginError, Who};
-
-/// The two kinds of session a client can log in to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Rows only, under the runtime policy.
-    Runtime,
-    /// DDL, inside an authorised window, audited.
-    Migration,
-}
-
-impl Role {
-    /// The `role` label of metrics and log events.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Runtime => "runtime",
-            Role::Migration => "migration",
-        }
-    }
-}
 
 /// What a login needs from the proxy.
 pub struct Context<'a> {
@@ -148,7 +130,7 @@ pub async fn login(
     if client.write_all(&out).await.is_err() {
         return None;
     }
-    metrics::counter!("rolegate_connections_total", "identity" => who.label.clone(), "role" => id.role.as_str(), "outcome" => "ok").increment(1);
+    crate::metrics::login(&who.label, Some(id.role), "ok");
     Some(LoggedIn {
         client,
         client_pending: pending,

@@ -192,8 +192,7 @@ pub struct Relay<C, U, I> {
     told_fatal: bool,
     pause: bool,
     last_client: tokio::time::Instant,
-    to_upstream: metrics::Counter,
-    to_client: metrics::Counter,
+    relayed: crate::metrics::Relayed,
 }
 
 impl<C, U, I> Relay<C, U, I>
@@ -234,8 +233,7 @@ where
             told_fatal: false,
             pause: false,
             last_client: tokio::time::Instant::now(),
-            to_upstream: metrics::counter!("rolegate_bytes_total", "direction" => "to_upstream"),
-            to_client: metrics::counter!("rolegate_bytes_total", "direction" => "to_client"),
+            relayed: crate::metrics::Relayed::new(),
         }
     }
 
@@ -339,7 +337,7 @@ where
                     .map_err(|_| Event::Ended(SessionEnd::UpstreamGone))?;
                 if n > 0 {
                     self.stats.bytes_to_upstream += n as u64;
-                    self.to_upstream.increment(n as u64);
+                    self.relayed.to_upstream.increment(n as u64);
                 }
                 progress |= n > 0 || before != self.up.is_drained();
             }
@@ -435,7 +433,7 @@ where
         let n = self.down.poll_drain(cx, &mut self.client)?;
         if n > 0 {
             self.stats.bytes_to_client += n as u64;
-            self.to_client.increment(n as u64);
+            self.relayed.to_client.increment(n as u64);
         }
         Ok(n > 0 || before != self.down.is_drained())
     }

@@ -68,19 +68,20 @@ impl KeyCache {
             && let Some(k) = map.get(&key)
             && k.password_digest == digest
         {
-            metrics::counter!("rolegate_upstream_scram_derivations_total", "cache" => "hit")
-                .increment(1);
+            crate::metrics::scram_derivation(true);
             return *k;
         }
-        // Derive outside the lock: PBKDF2 takes milliseconds.
-        let salted = pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(password, salt, iterations);
+        // Derive outside the lock and off the async workers: PBKDF2 takes
+        // milliseconds.
+        let salted = crate::offload::cpu_heavy(|| {
+            pbkdf2::pbkdf2_hmac_array::<Sha256, KEY_LEN>(password, salt, iterations)
+        });
         let keys = Keys {
             password_digest: digest,
             client_key: hmac(&salted, b"Client Key"),
             server_key: hmac(&salted, b"Server Key"),
         };
-        metrics::counter!("rolegate_upstream_scram_derivations_total", "cache" => "miss")
-            .increment(1);
+        crate::metrics::scram_derivation(false);
         if let Ok(mut map) = self.entries.lock() {
             if map.len() >= CACHE_ENTRIES {
                 map.clear();

@@ -71,8 +71,10 @@ pub struct Fetcher {
 
 #[derive(Debug)]
 struct Shared {
-    /// The configured issuer: the `issuer` label of the metrics.
+    /// The configured issuer.
     issuer: String,
+    /// Its series (`issuer` label).
+    metrics: crate::metrics::Issuer,
     settings: RemoteJwks,
     http: fetch::Http,
     keys: ArcSwapOption<KeySet>,
@@ -120,6 +122,7 @@ impl Fetcher {
         let fetcher = Arc::new(Fetcher {
             shared: Arc::new(Shared {
                 issuer: issuer.to_string(),
+                metrics: crate::metrics::Issuer::new(issuer),
                 schedule: Mutex::new(Schedule::new(
                     settings.min_refresh_interval,
                     settings.refresh,
@@ -181,8 +184,7 @@ impl Fetcher {
     /// A token verified with keys past their refresh time.
     pub fn record_stale_use(&self, set: &KeySet, now: Timestamp) {
         let issuer = self.shared.issuer.clone();
-        metrics::counter!("rolegate_migration_jwks_stale_uses_total", "issuer" => issuer.clone())
-            .increment(1);
+        self.shared.metrics.stale_use();
         warn!(
             event = "migration_jwks_stale",
             issuer = %issuer,
@@ -303,10 +305,8 @@ impl Shared {
 
     fn fetched(&self, set: &KeySet, ttl: Duration) {
         let issuer = self.issuer.clone();
-        metrics::counter!("rolegate_migration_jwks_fetches_total", "issuer" => issuer.clone(), "outcome" => "ok").increment(1);
-        metrics::gauge!("rolegate_migration_jwks_keys", "issuer" => issuer.clone())
-            .set(set.candidates.len() as f64);
-        metrics::gauge!("rolegate_migration_jwks_age_seconds", "issuer" => issuer.clone()).set(0.0);
+        self.metrics.fetched("ok");
+        self.metrics.keys(set.candidates.len(), 0);
         let kids: Vec<&str> = set
             .candidates
             .iter()
@@ -325,7 +325,7 @@ impl Shared {
 
     fn failed(&self, e: &FetchError) {
         let issuer = self.issuer.clone();
-        metrics::counter!("rolegate_migration_jwks_fetches_total", "issuer" => issuer.clone(), "outcome" => e.outcome()).increment(1);
+        self.metrics.fetched(e.outcome());
         let current = self.keys.load_full();
         let now = Timestamp::now();
         let kept = match &current {
@@ -350,27 +350,18 @@ impl Shared {
 
     /// Every series of this issuer, at zero or its current value.
     fn zero_series(&self) {
-        let issuer = self.issuer.clone();
-        for outcome in OUTCOMES {
-            metrics::counter!("rolegate_migration_jwks_fetches_total", "issuer" => issuer.clone(), "outcome" => *outcome).increment(0);
-        }
-        metrics::counter!("rolegate_migration_jwks_stale_uses_total", "issuer" => issuer.clone())
-            .increment(0);
+        self.metrics.present(OUTCOMES);
         self.sample(Timestamp::now());
     }
 
     /// The gauges: how many keys, and how old (since this fetcher was made
     /// when no fetch has succeeded yet, so an age alert fires either way).
     fn sample(&self, now: Timestamp) {
-        let issuer = self.issuer.clone();
         let (count, since) = match self.keys.load_full() {
             Some(set) => (set.candidates.len(), set.fetched_at),
             None => (0, self.created),
         };
-        metrics::gauge!("rolegate_migration_jwks_keys", "issuer" => issuer.clone())
-            .set(count as f64);
-        metrics::gauge!("rolegate_migration_jwks_age_seconds", "issuer" => issuer)
-            .set(age(since, now) as f64);
+        self.metrics.keys(count, age(since, now));
     }
 }
 
