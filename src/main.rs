@@ -191,6 +191,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .with_span_list(false)
             .with_writer(std::io::stdout)
             .init(),
         LogFormat::Text => builder.with_writer(std::io::stderr).init(),
@@ -249,55 +250,12 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let sources = Sources::from_process(config_path);
     let config = Config::load(&sources).context("config error")?;
     run_async(async move {
-        let listener = tokio::net::TcpListener::bind(&config.listen.address)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (listen.address)",
-                    config.listen.address
-                )
-            })?;
-        let admin = tokio::net::TcpListener::bind(&config.admin_address)
-            .await
-            .with_context(|| {
-                format!("cannot listen on {} (admin.address)", config.admin_address)
-            })?;
+        let listener = bind(&config.listen.address, "listen.address").await?;
+        let admin = bind(&config.admin_address, "admin.address").await?;
         let metrics = rolegate::admin::install_recorder()?;
-
-        // The privilege audit of `rolegate check`: logged, and fatal only
-        // with upstream.strict (then it must finish before serving).
-        if config.upstream.strict {
-            let findings = rolegate::check::audit(&config).await;
-            log_findings(&findings);
-            let failed: Vec<_> = findings.iter().filter(|f| !f.pass).collect();
-            if let Some(first) = failed.first() {
-                anyhow::bail!(
-                    "upstream.strict = true and the privilege check found {} failure(s); first: {}",
-                    failed.len(),
-                    first
-                );
-            }
-        } else {
-            let audit_config = config.clone();
-            tokio::spawn(async move { log_findings(&rolegate::check::audit(&audit_config).await) });
-        }
-
+        privilege_audit(&config).await?;
         migration_keys(&config);
-        // The addresses actually bound (a configured port 0 picks one).
-        let bound = listener
-            .local_addr()
-            .context("cannot read the listen address")?;
-        let admin_bound = admin
-            .local_addr()
-            .context("cannot read the admin address")?;
-        tracing::info!(
-            event = "listening",
-            address = %bound,
-            port = bound.port(),
-            admin = %admin_bound,
-            admin_port = admin_bound.port(),
-            "rolegate listening"
-        );
+        log_listening(&listener, &admin)?;
         let proxy = rolegate::server::Proxy::new(config);
         let readiness = Arc::new(rolegate::admin::Readiness::new(proxy.clone()));
         tokio::spawn(async move {
@@ -307,16 +265,7 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         });
         tokio::spawn(rolegate::reload::run(proxy.clone(), sources));
         tokio::spawn(proxy.clone().watch_windows());
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot install the SIGTERM handler")?;
-        let signal = tokio::select! {
-            r = proxy.clone().serve(listener) => {
-                r.context("listener failed")?;
-                "listener closed"
-            }
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
+        let signal = until_signal(proxy.clone(), listener).await?;
         tracing::info!(
             event = "shutdown",
             signal,
@@ -326,6 +275,72 @@ fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         proxy.shutdown().await;
         tracing::info!(event = "shutdown_complete", "rolegate stopped");
         Ok(())
+    })
+}
+
+async fn bind(address: &str, key: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({key})"))
+}
+
+/// The privilege audit of `rolegate check`: logged, and fatal only with
+/// upstream.strict (then it must finish before serving).
+async fn privilege_audit(config: &Config) -> anyhow::Result<()> {
+    if !config.upstream.strict {
+        let audit_config = config.clone();
+        tokio::spawn(async move { log_findings(&rolegate::check::audit(&audit_config).await) });
+        return Ok(());
+    }
+    let findings = rolegate::check::audit(config).await;
+    log_findings(&findings);
+    let failed: Vec<_> = findings.iter().filter(|f| !f.pass).collect();
+    if let Some(first) = failed.first() {
+        anyhow::bail!(
+            "upstream.strict = true and the privilege check found {} failure(s); first: {}",
+            failed.len(),
+            first
+        );
+    }
+    Ok(())
+}
+
+/// The addresses actually bound (a configured port 0 picks one).
+fn log_listening(
+    listener: &tokio::net::TcpListener,
+    admin: &tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let bound = listener
+        .local_addr()
+        .context("cannot read the listen address")?;
+    let admin_bound = admin
+        .local_addr()
+        .context("cannot read the admin address")?;
+    tracing::info!(
+        event = "listening",
+        address = %bound,
+        port = bound.port(),
+        admin = %admin_bound,
+        admin_port = admin_bound.port(),
+        "rolegate listening"
+    );
+    Ok(())
+}
+
+/// Serve until SIGINT or SIGTERM (or the listener fails); names the cause.
+async fn until_signal(
+    proxy: Arc<rolegate::server::Proxy>,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    Ok(tokio::select! {
+        r = proxy.serve(listener) => {
+            r.context("listener failed")?;
+            "listener closed"
+        }
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     })
 }
 

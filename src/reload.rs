@@ -12,12 +12,37 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Sources};
+use crate::config::{Config, Credentials, Sources};
 use crate::server::Proxy;
 
 /// What changed between two configs, in words (never values of secrets).
 pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
+    clients_diff(old, new, &mut out);
+    services_diff(old, new, &mut out);
+    migration_diff(old, new, &mut out);
+    if format!("{:?}", old.policy) != format!("{:?}", new.policy) {
+        out.push("policy changed".into());
+    }
+    let limits = |c: &Config| {
+        let l = &c.listen;
+        (
+            l.max_connections,
+            l.startup_timeout,
+            l.idle_timeout,
+            l.shutdown_timeout,
+        )
+    };
+    if limits(old) != limits(new) {
+        out.push("listen limits changed".into());
+    }
+    if old.listen.address != new.listen.address || old.admin_address != new.admin_address {
+        out.push("listen.address / admin.address changed: takes effect after a restart".into());
+    }
+    out
+}
+
+fn clients_diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     let old_clients: BTreeSet<&String> = old.clients.keys().collect();
     let new_clients: BTreeSet<&String> = new.clients.keys().collect();
     for c in new_clients.difference(&old_clients) {
@@ -36,28 +61,27 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
             }
         }
     }
+}
+
+fn services_diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     for (name, s) in &new.services {
-        match old.services.get(name) {
-            None => out.push(format!("service {name} added")),
-            Some(o) => {
-                if o.runtime.password != s.runtime.password {
-                    out.push(format!("service {name} runtime password changed"));
-                }
-                if o.runtime.user != s.runtime.user
-                    || o.runtime.host != s.runtime.host
-                    || o.runtime.port != s.runtime.port
-                {
-                    out.push(format!("service {name} runtime endpoint or user changed"));
-                }
-                let (om, nm) = (o.migration.as_ref(), s.migration.as_ref());
-                if om.map(|m| &m.password) != nm.map(|m| &m.password) {
-                    out.push(format!("service {name} migration password changed"));
-                }
-                if om.map(|m| (&m.user, &m.host, m.port)) != nm.map(|m| (&m.user, &m.host, m.port))
-                {
-                    out.push(format!("service {name} migration endpoint or user changed"));
-                }
-            }
+        let Some(o) = old.services.get(name) else {
+            out.push(format!("service {name} added"));
+            continue;
+        };
+        if o.runtime.password != s.runtime.password {
+            out.push(format!("service {name} runtime password changed"));
+        }
+        let endpoint = |c: &Credentials| (c.user.clone(), c.host.clone(), c.port);
+        if endpoint(&o.runtime) != endpoint(&s.runtime) {
+            out.push(format!("service {name} runtime endpoint or user changed"));
+        }
+        let (om, nm) = (o.migration.as_ref(), s.migration.as_ref());
+        if om.map(|m| &m.password) != nm.map(|m| &m.password) {
+            out.push(format!("service {name} migration password changed"));
+        }
+        if om.map(endpoint) != nm.map(endpoint) {
+            out.push(format!("service {name} migration endpoint or user changed"));
         }
     }
     for name in old.services.keys() {
@@ -65,17 +89,19 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
             out.push(format!("service {name} removed"));
         }
     }
+}
+
+fn migration_diff(old: &Config, new: &Config, out: &mut Vec<String>) {
     if format!("{:?}", old.migration.windows) != format!("{:?}", new.migration.windows) {
         out.push("migration windows changed".into());
     }
     let keys = |c: &Config| {
-        c.migration
-            .keys
+        let m = &c.migration;
+        m.keys
             .iter()
             .map(|k| (k.kid.clone(), k.material.clone()))
             .chain(
-                c.migration
-                    .jwks
+                m.jwks
                     .iter()
                     .map(|j| (Some(j.issuer.clone()), format!("{j:?}"))),
             )
@@ -89,20 +115,6 @@ pub fn diff(old: &Config, new: &Config) -> Vec<String> {
     {
         out.push("migration settings changed".into());
     }
-    if format!("{:?}", old.policy) != format!("{:?}", new.policy) {
-        out.push("policy changed".into());
-    }
-    if old.listen.max_connections != new.listen.max_connections
-        || old.listen.startup_timeout != new.listen.startup_timeout
-        || old.listen.idle_timeout != new.listen.idle_timeout
-        || old.listen.shutdown_timeout != new.listen.shutdown_timeout
-    {
-        out.push("listen limits changed".into());
-    }
-    if old.listen.address != new.listen.address || old.admin_address != new.admin_address {
-        out.push("listen.address / admin.address changed: takes effect after a restart".into());
-    }
-    out
 }
 
 /// Load the config again and swap it in if it is valid.

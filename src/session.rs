@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{Instrument, info};
 
 use crate::audit::StatementAudit;
 use crate::config::Config;
@@ -44,9 +44,29 @@ struct Who<'a> {
     peer: SocketAddr,
 }
 
-/// Run one logged-in session to its end. `started` is when the
-/// connection was accepted (for `duration_ms`).
+/// Run one logged-in session to its end, inside a `session` span that
+/// carries who it is. `started` is when the connection was accepted (for
+/// `duration_ms`).
 pub async fn run(
+    setup: Setup<'_>,
+    session: LoggedIn,
+    session_id: u64,
+    peer: SocketAddr,
+    started: Instant,
+) {
+    let span = tracing::info_span!(
+        "session",
+        session_id,
+        identity = %session.identity,
+        role = %session.role,
+        peer = %peer
+    );
+    run_logged_in(setup, session, session_id, peer, started)
+        .instrument(span)
+        .await
+}
+
+async fn run_logged_in(
     setup: Setup<'_>,
     session: LoggedIn,
     session_id: u64,

@@ -38,6 +38,7 @@ fn init_logging(log: &Path) -> anyhow::Result<()> {
         .json()
         .flatten_event(true)
         .with_current_span(false)
+        .with_span_list(false)
         .with_writer(std::sync::Mutex::new(file))
         .with_filter(tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::registry()

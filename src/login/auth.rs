@@ -12,7 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::client_auth::{AuthError, SCRAM_SHA_256, ScramServer, ScramVerifier};
 use crate::config::{Config, ListenTlsMode};
 use crate::migration::Admission;
-use crate::protocol::{self, ClientStream, MAX_AUTH_MESSAGE, ProtocolError};
+use crate::protocol::frontend::{PasswordMessage, SaslInitialResponse};
+use crate::protocol::{self, MAX_AUTH_MESSAGE, ProtocolError};
 
 use super::{LoginError, Role, Who};
 
@@ -86,10 +87,10 @@ pub fn check_transport(
 /// Authenticate `who`. `out` carries messages queued before authentication
 /// (NegotiateProtocolVersion), sent with the first request; it is left
 /// empty. `pending` keeps what the client sent past its last message.
-pub async fn authenticate(
+pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     config: &Config,
     mock_secret: &[u8; 32],
-    client: &mut ClientStream,
+    client: &mut S,
     pending: &mut BytesMut,
     out: &mut BytesMut,
     who: &Who,
@@ -127,9 +128,9 @@ pub async fn authenticate(
 }
 
 /// Ask for the token as a cleartext password and admit it.
-async fn migration_token(
+async fn migration_token<S: AsyncRead + AsyncWrite + Unpin>(
     config: &Config,
-    client: &mut ClientStream,
+    client: &mut S,
     pending: &mut BytesMut,
     out: &mut BytesMut,
 ) -> Result<Admission, LoginError> {
@@ -137,13 +138,10 @@ async fn migration_token(
     client.write_all(out).await.map_err(|_| LoginError::Gone)?;
     out.clear();
     let token = match protocol::read_message(client, pending, MAX_AUTH_MESSAGE).await {
-        Ok((b'p', body)) => {
-            let mut b: &[u8] = &body;
-            protocol::take_cstr(&mut b)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .map(str::to_string)
-                .unwrap_or_default()
-        }
+        Ok((b'p', body)) => PasswordMessage::read(&body)
+            .password
+            .unwrap_or_default()
+            .to_string(),
         Ok(_) | Err(ProtocolError::BadLength { .. }) => return Err(LoginError::ExpectedPassword),
         Err(_) => return Err(LoginError::Gone),
     };
@@ -170,8 +168,9 @@ async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
     send(client, out).await?;
 
     let body = read_password_message(client, pending).await?;
-    let (mechanism, data) = parse_sasl_initial(&body)?;
-    let server_first = server.client_first(mechanism, data)?;
+    let initial =
+        SaslInitialResponse::read(&body).ok_or(AuthError::Malformed("SASL initial response"))?;
+    let server_first = server.client_first(initial.mechanism, initial.data)?;
     protocol::put(out, &Authentication::SASLContinue(server_first.into()));
     send(client, out).await?;
 
@@ -198,22 +197,4 @@ async fn read_password_message<S: AsyncRead + Unpin>(
         Err(ProtocolError::Closed) => Err(AuthError::Io(std::io::ErrorKind::UnexpectedEof.into())),
         Err(_) => Err(AuthError::Malformed("invalid message length")),
     }
-}
-
-/// SASLInitialResponse: mechanism name, then an Int32 length (-1 = none)
-/// and that many bytes.
-fn parse_sasl_initial(body: &[u8]) -> Result<(&str, &[u8]), AuthError> {
-    let mut b = body;
-    let mech = protocol::take_cstr(&mut b).ok_or(AuthError::Malformed("SASL mechanism"))?;
-    let mech = std::str::from_utf8(mech).map_err(|_| AuthError::Malformed("SASL mechanism"))?;
-    let len_bytes: [u8; 4] = b
-        .get(..4)
-        .and_then(|s| s.try_into().ok())
-        .ok_or(AuthError::Malformed("SASL initial response length"))?;
-    let len = i32::from_be_bytes(len_bytes);
-    let data = &b[4..];
-    if len < 0 || len as usize != data.len() {
-        return Err(AuthError::Malformed("SASL initial response length"));
-    }
-    Ok((mech, data))
 }

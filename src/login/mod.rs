@@ -11,6 +11,8 @@ mod auth;
 mod connect;
 mod error;
 mod handshake;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

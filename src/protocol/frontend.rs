@@ -1,6 +1,8 @@
-//! Typed bodies of the frontend messages inspected after login — `Query`,
-//! `Parse` and `FunctionCall`, the statements the runtime policy and the
-//! migration audit see. This is the one place each of them is read.
+//! Typed bodies of the frontend messages the proxy reads: during the login
+//! the password messages (`PasswordMessage`, `SASLInitialResponse`), and
+//! after it `Query`, `Parse` and `FunctionCall`, the statements the runtime
+//! policy and the migration audit see. This is the one place each of them
+//! is read.
 //!
 //! They are read in place (every statement passes here) and exactly: the
 //! policy classifies the bytes the server will execute, so a body with
@@ -10,6 +12,42 @@
 //! lenient reading finds.
 
 use super::take_cstr;
+
+/// A `PasswordMessage` body: one NUL-terminated string (a migration
+/// login's token).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordMessage<'a> {
+    /// The password, or `None` when it is not a terminated UTF-8 string.
+    pub password: Option<&'a str>,
+}
+
+impl<'a> PasswordMessage<'a> {
+    pub fn read(body: &'a [u8]) -> PasswordMessage<'a> {
+        let mut b = body;
+        let password = take_cstr(&mut b).and_then(|t| std::str::from_utf8(t).ok());
+        PasswordMessage { password }
+    }
+}
+
+/// A `SASLInitialResponse` body: the mechanism's name, then an Int32
+/// length (-1 = no data) and that many bytes, nothing after them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaslInitialResponse<'a> {
+    pub mechanism: &'a str,
+    pub data: &'a [u8],
+}
+
+impl<'a> SaslInitialResponse<'a> {
+    /// `None` when the body is not exactly that layout (or the length is
+    /// -1: SCRAM's client-first-message is never empty).
+    pub fn read(body: &'a [u8]) -> Option<SaslInitialResponse<'a>> {
+        let mut b = body;
+        let mechanism = std::str::from_utf8(take_cstr(&mut b)?).ok()?;
+        let (len, data) = b.split_first_chunk::<4>()?;
+        let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+        (len == data.len()).then_some(SaslInitialResponse { mechanism, data })
+    }
+}
 
 /// A `Query` body: one NUL-terminated string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

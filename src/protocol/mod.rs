@@ -302,16 +302,16 @@ pub fn take_cstr<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
     Some(s)
 }
 
-/// A connection that may have been upgraded to TLS.
 /// A client connection, plaintext or TLS.
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = MaybeTls<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>;
 
-pub enum MaybeTls<T> {
-    Plain(TcpStream),
+/// A connection (`P`) that may have been upgraded to TLS (`T`).
+pub enum MaybeTls<P, T> {
+    Plain(P),
     Tls(Box<T>),
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
+impl<P: AsyncRead + Unpin, T: AsyncRead + Unpin> AsyncRead for MaybeTls<P, T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -324,7 +324,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
+impl<P: AsyncWrite + Unpin, T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<P, T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -369,7 +369,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     }
 }
 
-impl<T> MaybeTls<T> {
+impl<P, T> MaybeTls<P, T> {
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
     }

@@ -26,7 +26,7 @@ pub mod scram;
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
 
-pub type UpstreamStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type UpstreamStream = MaybeTls<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
