@@ -12,14 +12,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::BytesMut;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
-use crate::login::{self, LoggedIn, LoginError, Who};
+use crate::login::{self, LoggedIn, LoginError};
 use crate::policy::{Switches, VerdictCache};
 use crate::pool::Pool;
 use crate::session::{self, instant_at};
@@ -237,12 +236,9 @@ impl Proxy {
             // Over the limit: answer like PostgreSQL does, without reading
             // anything the client sends.
             let mut tcp = tcp;
-            let e = LoginError::TooManyClients;
-            login::fail(
+            login::fail_early(
                 Some(&mut tcp),
-                &BytesMut::new(),
-                &e,
-                &Who::default(),
+                &LoginError::TooManyClients,
                 session_id,
                 peer,
             )
@@ -289,15 +285,7 @@ impl Proxy {
             Ok(ready) => ready,
             Err(_) => {
                 let e = LoginError::StartupTimeout;
-                login::fail::<TcpStream>(
-                    None,
-                    &BytesMut::new(),
-                    &e,
-                    &Who::default(),
-                    session_id,
-                    peer,
-                )
-                .await;
+                login::fail_early::<TcpStream>(None, &e, session_id, peer).await;
                 None
             }
         }

@@ -82,15 +82,7 @@ pub async fn login(
             return None;
         }
         Err(handshake::Failed(mut client, e)) => {
-            fail(
-                client.as_mut(),
-                &BytesMut::new(),
-                &e,
-                &Who::default(),
-                session_id,
-                peer,
-            )
-            .await;
+            fail_early(client.as_mut(), &e, session_id, peer).await;
             return None;
         }
     };
@@ -210,6 +202,24 @@ pub async fn fail<S: AsyncWrite + Unpin>(
     );
     let _ = client.write_all(&buf).await;
     close(client).await;
+}
+
+/// [`fail`] before the StartupMessage: nothing queued, nobody named.
+pub async fn fail_early<S: AsyncWrite + Unpin>(
+    client: Option<&mut S>,
+    e: &LoginError,
+    session_id: u64,
+    peer: SocketAddr,
+) {
+    fail(
+        client,
+        &BytesMut::new(),
+        e,
+        &Who::default(),
+        session_id,
+        peer,
+    )
+    .await;
 }
 
 /// End a connection the way PostgreSQL does: flush, then (over TLS) a
