@@ -108,29 +108,32 @@ enum TokenCommand {
         out: PathBuf,
     },
     /// Print a signed migrator token (JWT, EdDSA).
-    Issue {
-        /// The private key from `token keygen` (migrator.key).
-        #[arg(long)]
-        key: PathBuf,
-        /// Who is migrating (the token's `sub`, shown in the audit log).
-        #[arg(long)]
-        subject: String,
-        /// How long the token is valid, e.g. 30m.
-        #[arg(long, default_value = "30m")]
-        ttl: String,
-        /// The environment it is minted for: staging, prod or replica.
-        #[arg(long)]
-        env: Option<String>,
-        /// Confirm a production migration (required when environment = "prod").
-        #[arg(long)]
-        confirm: bool,
-        /// The [[services]] entry whose migration role to use.
-        #[arg(long)]
-        service: Option<String>,
-        /// Key id for rotation (must match the kid of a [[migration.keys]] entry).
-        #[arg(long)]
-        kid: Option<String>,
-    },
+    Issue(IssueArgs),
+}
+
+#[derive(clap::Args)]
+struct IssueArgs {
+    /// The private key from `token keygen` (migrator.key).
+    #[arg(long)]
+    key: PathBuf,
+    /// Who is migrating (the token's `sub`, shown in the audit log).
+    #[arg(long)]
+    subject: String,
+    /// How long the token is valid, e.g. 30m.
+    #[arg(long, default_value = "30m")]
+    ttl: String,
+    /// The environment it is minted for: staging, prod or replica.
+    #[arg(long)]
+    env: Option<String>,
+    /// Confirm a production migration (required when environment = "prod").
+    #[arg(long)]
+    confirm: bool,
+    /// The [[services]] entry whose migration role to use.
+    #[arg(long)]
+    service: Option<String>,
+    /// Key id for rotation (must match the kid of a [[migration.keys]] entry).
+    #[arg(long)]
+    kid: Option<String>,
 }
 
 fn token(cmd: TokenCommand) -> anyhow::Result<()> {
@@ -151,32 +154,21 @@ fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                 absolute.display()
             );
         }
-        TokenCommand::Issue {
-            key,
-            subject,
-            ttl,
-            env,
-            confirm,
-            service,
-            kid,
-        } => {
-            let key_pem = std::fs::read_to_string(&key)
-                .with_context(|| format!("cannot read --key {}", key.display()))?;
-            let ttl = humantime::parse_duration(&ttl)
-                .with_context(|| format!("--ttl {ttl:?} is not a duration like 30m"))?;
-            let jwt = token::issue(
-                &key_pem,
-                token::IssueOptions {
-                    subject,
-                    ttl,
-                    env,
-                    confirm,
-                    service,
-                    kid,
-                    now: jiff::Timestamp::now(),
-                },
-            )?;
-            println!("{jwt}");
+        TokenCommand::Issue(args) => {
+            let key_pem = std::fs::read_to_string(&args.key)
+                .with_context(|| format!("cannot read --key {}", args.key.display()))?;
+            let ttl = humantime::parse_duration(&args.ttl)
+                .with_context(|| format!("--ttl {:?} is not a duration like 30m", args.ttl))?;
+            let opts = token::IssueOptions {
+                subject: args.subject,
+                ttl,
+                env: args.env,
+                confirm: args.confirm,
+                service: args.service,
+                kid: args.kid,
+                now: jiff::Timestamp::now(),
+            };
+            println!("{}", token::issue(&key_pem, opts)?);
         }
     }
     Ok(())
