@@ -510,3 +510,53 @@ fn the_prometheus_rules_check_and_their_tests_pass() {
         );
     }
 }
+
+/// ARCHITECTURE.md names every source file by its path, and every `src/…`
+/// path it (or any doc) names exists: the map cannot fall behind the code.
+#[test]
+fn the_architecture_names_every_source_file_and_only_real_ones() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("read");
+    let mut sources = Vec::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).expect("src") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(root).expect("relative");
+                sources.push(rel.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let unnamed: Vec<&String> = sources
+        .iter()
+        .filter(|s| !architecture.contains(&format!("`{s}`")))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "ARCHITECTURE.md does not name {unnamed:?}"
+    );
+    let mut docs = vec![root.join("README.md"), root.join("ARCHITECTURE.md")];
+    for e in std::fs::read_dir(root.join("docs")).expect("docs") {
+        docs.push(e.expect("entry").path());
+    }
+    let mut missing = Vec::new();
+    for doc in docs
+        .iter()
+        .filter(|d| d.extension().is_some_and(|x| x == "md"))
+    {
+        let text = std::fs::read_to_string(doc).expect("read");
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let path = quoted.trim_end_matches('/');
+            if path.starts_with("src/") && !path.contains(' ') && !root.join(path).exists() {
+                missing.push(format!("{}: {quoted}", doc.display()));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs name files that do not exist: {missing:#?}"
+    );
+}
