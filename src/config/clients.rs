@@ -108,7 +108,7 @@ fn verifier(
                 env,
             )?
             .ok_or_else(|| invalid(format!("{key}: no password")))?;
-            let verifier = ScramVerifier::from_password(pw.expose());
+            let verifier = crate::offload::cpu_heavy(|| ScramVerifier::from_password(pw.expose()));
             Ok((verifier, digest(pw.expose().as_bytes())))
         }
         _ => Err(invalid(format!(
