@@ -73,6 +73,32 @@ fn classification(c: &mut Criterion) {
             black_box(cache.classify(black_box(ORM_MIX[i].as_bytes()), &switches));
         })
     });
+    // Literal-heavy texts (benches/pgbench/select_literals.sql's shape):
+    // every text is new, so the exact-bytes lookup misses and the shape
+    // (constants folded) hits.
+    let literal_texts: Vec<String> = (0..64u32)
+        .map(|n| {
+            format!(
+                "SELECT aid, bid, abalance FROM pgbench_accounts WHERE aid IN ({}, {}, {}) \
+                 AND abalance > -{} AND filler <> 'req-{}' ORDER BY aid",
+                n * 7919 % 100_000,
+                n * 104_729 % 100_000,
+                n + 3,
+                n * 31,
+                n * 2_654_435_761 % 1_000_000
+            )
+        })
+        .collect();
+    cache.classify(literal_texts[0].as_bytes(), &switches);
+    let mut k = 0usize;
+    c.bench_function("verdict_cache_shape_hit", |b| {
+        b.iter(|| {
+            k = (k + 1) % literal_texts.len();
+            let (v, hit) = cache.classify(black_box(literal_texts[k].as_bytes()), &switches);
+            assert!(hit && v.allowed);
+            black_box(v);
+        })
+    });
     let mut j = 0usize;
     c.bench_function("classify_miss_orm_mix", |b| {
         b.iter(|| {

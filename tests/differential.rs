@@ -1372,6 +1372,77 @@ fn noise(r: &mut Rng, sql: &str) -> String {
 }
 
 /// The generated texts: unique, deterministic, at least [`MIN_GENERATED`].
+/// DML whose constants take every spelling, hostile bodies and broken
+/// quoting included, sometimes next to a statement whose verdict depends on
+/// a constant: the verdict cache folds constants (`policy::literal_spans`),
+/// and the test checks every folded span against PostgreSQL's scanner and
+/// every folded text's verdict against the text's.
+fn literals(r: &mut Rng) -> String {
+    const BODIES: &[&str] = &[
+        "abc",
+        "x-1/2 %",
+        "é ü",
+        "'; drop table t; --",
+        "\\'; select pg_read_file('/etc/passwd') into t; --",
+        "*/ drop table t; /*",
+        "$$; drop table t; $$",
+        "\" ; drop",
+        "set_config",
+        "pg_read_file",
+        "1e5",
+        "",
+    ];
+    const NUMBERS: &[&str] = &[
+        "1",
+        "42",
+        "4.25",
+        "0.5",
+        ".5",
+        "1e5",
+        "0x1F",
+        "1_000",
+        "1.",
+        "-7",
+        "99999999999999999999",
+    ];
+    let value = |r: &mut Rng| -> String {
+        let body = r.pick(BODIES);
+        match r.below(12) {
+            0..=3 => r.pick(NUMBERS).to_string(),
+            4 => format!("'{}'", body.replace('\'', "''")),
+            5 => format!("'{body}'"),
+            6 => format!("E'{}'", body.replace('\\', "\\\\").replace('\'', "\\'")),
+            7 if !body.contains('$') => format!("$${body}$$"),
+            8 => format!("text'{}'", body.replace('\'', "''")),
+            9 => format!("U&'{}'", body.replace('\'', "''")),
+            10 => format!("'{}'\n'x'", body.replace('\'', "''")),
+            _ => format!("'{}'", r.pick(&["a", "b c", "2024-01-01", "ü"])),
+        }
+    };
+    let n = 1 + r.below(4);
+    let vals: Vec<String> = (0..n).map(|_| value(r)).collect();
+    let list = vals.join(", ");
+    let first = &vals[0];
+    match r.below(6) {
+        0 => format!("SELECT {list} FROM t WHERE c = {first}"),
+        1 => format!("INSERT INTO t VALUES ({list})"),
+        2 => format!("UPDATE t SET a = {first} WHERE b IN ({list})"),
+        3 => format!("DELETE FROM t WHERE a = {first} /* {list} */"),
+        4 => format!("BEGIN; SELECT {list}; COMMIT"),
+        _ => {
+            let other = r.pick(&[
+                "drop table t",
+                "set row_security = off",
+                "select set_config('row_security', 'off', false)",
+                "copy t to '/tmp/x'",
+                "select pg_read_file('/etc/passwd')",
+                "notify c, 'x'",
+            ]);
+            format!("SELECT {list}; {other}")
+        }
+    }
+}
+
 fn generated() -> Vec<Text> {
     let mut r = Rng(SEED);
     let mut seen = HashSet::new();
@@ -1397,6 +1468,7 @@ fn generated() -> Vec<Text> {
             47..=61 => ("select-into", select_into(&mut r)),
             62..=68 => ("set", set_statement(&mut r)),
             69..=71 => ("pinned-set-config", pinned_set_config(&mut r)),
+            72..=77 => ("literals", literals(&mut r)),
             _ => ("orm", orm(&mut r)),
         };
         let sql = if r.chance(55) {
@@ -1485,6 +1557,8 @@ struct OracleVerdict {
     v: String,
     /// (group, detail) for a refusal.
     reasons: Vec<(String, String)>,
+    /// PostgreSQL's constant tokens: byte range and kind (`S`, `I`, `F`).
+    consts: Vec<(usize, usize, char)>,
 }
 
 fn python() -> String {
@@ -1582,9 +1656,20 @@ fn read_verdicts(path: &Path, expected: usize) -> Vec<OracleVerdict> {
                     .collect()
             })
             .unwrap_or_default();
+        let consts = j["c"]
+            .as_array()
+            .expect("the oracle reports constant tokens")
+            .iter()
+            .map(|c| {
+                let at = |k: usize| c[k].as_u64().expect("a byte offset") as usize;
+                let kind = c[2].as_str().and_then(|k| k.chars().next()).unwrap_or('?');
+                (at(0), at(1), kind)
+            })
+            .collect();
         v.push(OracleVerdict {
             v: j["v"].as_str().unwrap_or("?").to_string(),
             reasons,
+            consts,
         });
     }
     assert_eq!(
@@ -1603,6 +1688,67 @@ fn excerpt(sql: &str) -> String {
         let _ = write!(s, "… ({} bytes)", sql.len());
     }
     format!("{s:?}")
+}
+
+// ----------------------------------------------------------- cache folding
+
+/// Checks of the verdict cache's literal folding over every text: each
+/// folded span is one constant token to PostgreSQL's scanner (same bytes,
+/// a string for a string, a number for a number), and the folded text gets
+/// exactly the text's verdict. Returns the failures, described.
+fn check_folding(
+    texts: &[Text],
+    ours: &[Option<policy::Verdict>],
+    theirs: &[OracleVerdict],
+) -> (usize, Vec<String>) {
+    let switches = Switches::default();
+    let mut folded = 0usize;
+    let mut failures = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        let sql = t.sql.as_bytes();
+        let spans = policy::literal_spans(sql);
+        if spans.is_empty() {
+            continue;
+        }
+        folded += 1;
+        for (range, lit) in &spans {
+            let kinds: &[char] = match lit {
+                policy::Literal::String => &['S'],
+                // An integer too large for int8 is a numeric to PostgreSQL.
+                policy::Literal::Integer => &['I', 'F'],
+                policy::Literal::Decimal => &['F'],
+            };
+            let agrees = theirs[i]
+                .consts
+                .iter()
+                .any(|&(s, e, k)| s == range.start && e == range.end && kinds.contains(&k));
+            if !agrees {
+                failures.push(format!(
+                    "{}: folded {lit:?} at {range:?} ({:?}) is not one such token to PostgreSQL's scanner (its constants: {:?})\n    sql: {}",
+                    t.origin,
+                    String::from_utf8_lossy(&sql[range.clone()]),
+                    theirs[i].consts,
+                    excerpt(&t.sql)
+                ));
+            }
+        }
+        let Some(shape) = policy::literal_shape(sql) else {
+            failures.push(format!("{}: spans but no shape", t.origin));
+            continue;
+        };
+        let of_shape = policy::classify(&shape, &switches);
+        if ours[i].as_ref() != Some(&of_shape) {
+            failures.push(format!(
+                "{}: the folded text's verdict {:?} differs from the text's {:?}\n    sql: {}\n    shape: {}",
+                t.origin,
+                of_shape,
+                ours[i],
+                excerpt(&t.sql),
+                excerpt(&String::from_utf8_lossy(&shape))
+            ));
+        }
+    }
+    (folded, failures)
 }
 
 // -------------------------------------------------------------------- test
@@ -1789,13 +1935,27 @@ fn policy_agrees_with_postgres_parser() {
                 .join("\n  ")
         );
     }
+    let (folded, fold_failures) = check_folding(&texts, &ours, &theirs);
+    let _ = writeln!(
+        report,
+        "differential: verdict-cache folding: {folded} texts fold constants, {} disagreements",
+        fold_failures.len()
+    );
+    for f in fold_failures.iter().take(MAX_UNSAFE_SHOWN) {
+        let _ = writeln!(report, "  FOLDING {f}");
+    }
     let last = format!(
-        "differential: {n} texts, {n_unsafe} unsafe, {} false refusals, {unparseable} unparseable by pglast",
-        false_refusals.len()
+        "differential: {n} texts, {n_unsafe} unsafe, {} false refusals, {unparseable} unparseable by pglast, {} folding disagreements",
+        false_refusals.len(),
+        fold_failures.len()
     );
     println!("{report}");
     println!("differential: took {:.1?}", started.elapsed());
     println!("{last}");
+    assert!(
+        fold_failures.is_empty(),
+        "the verdict cache folds constants where PostgreSQL reads them otherwise, or where the verdict depends on them; see the report above\n{last}"
+    );
     if n_unsafe > 0 || !panics.is_empty() {
         panic!(
             "{n_unsafe} texts that PostgreSQL's parse tree says must be refused are allowed by rolegate \

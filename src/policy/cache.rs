@@ -1,14 +1,14 @@
 //! The verdict cache shared by all sessions.
 //!
-//! Keyed by the **exact statement bytes**: a cached verdict is by
-//! construction the verdict of a fresh classification of the same text.
-//! (A literal-normalising key would save little — ORMs send parameters,
-//! not literals — and literals do matter: `set_config('row_security', …)`,
-//! `SET client_encoding = '…'`.) What is stored is the switch-independent
-//! [`Analysis`]; the [`Verdict`] for a set of [`Switches`] is memoised next
-//! to it and recomputed (without parsing) when a lookup brings different
-//! switches, so the cache is correct for any mix of switches and costs
-//! nothing extra when, as in practice, everyone uses the same ones.
+//! Keyed by the **exact statement bytes**, or by the text's *shape* (its
+//! constants folded where no reading looks at their values, see
+//! [`super::shape`]): a cached verdict is by construction the verdict of a
+//! fresh classification of any text with that key. What is stored is the
+//! switch-independent [`Analysis`]; the [`Verdict`] for a set of
+//! [`Switches`] is memoised next to it and recomputed (without parsing)
+//! when a lookup brings different switches, so the cache is correct for any
+//! mix of switches and costs nothing extra when, as in practice, everyone
+//! uses the same ones.
 //!
 //! Concurrency: `SHARDS` independent `Mutex`es chosen by the key's hash; a
 //! hit holds one shard's lock for a hash-table probe, a byte comparison and
@@ -110,7 +110,7 @@ impl VerdictCache {
 
     /// Classify `sql` under `switches`, from the cache when possible.
     /// Returns the verdict and whether it was a cache hit. Texts that
-    /// differ only in plain integer constants share an entry (see
+    /// differ only in foldable constants share an entry (see
     /// [`super::shape`]); a miss classifies the exact bytes.
     pub fn classify(&self, sql: &[u8], switches: &Switches) -> (Arc<Verdict>, bool) {
         // Too long to be cached: neither hash nor shape it (a shape scans

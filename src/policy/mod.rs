@@ -93,6 +93,7 @@ mod tests;
 
 pub use cache::VerdictCache;
 pub use denylist::DENIED_FUNCTIONS;
+pub use shape::{Literal, literal_spans};
 pub use startup::check_startup;
 
 use std::ops::Range;
@@ -230,6 +231,14 @@ pub struct Switches {
 /// allowed only if every one is) or of one Parse / `PREPARE` body.
 pub fn classify(sql: &[u8], switches: &Switches) -> Verdict {
     decide(&analyze(sql), switches)
+}
+
+/// The verdict cache's key for `sql`: the text with the constants folded
+/// that cannot change its verdict (see [`literal_spans`]), or `None` when
+/// nothing folds. Exposed for the differential test, which checks that a
+/// text and its shape always get the same verdict.
+pub fn literal_shape(sql: &[u8]) -> Option<Vec<u8>> {
+    shape::shape(sql)
 }
 
 /// A literal-free fingerprint of the text for logs: string and numeric

@@ -16,6 +16,12 @@ OUTPUT gets one JSON line per text, in order:
 * ``{"v": "harmless"}`` — nothing in its parse tree must be refused;
 * ``{"v": "refuse", "reasons": [{"group": "...", "detail": "..."}, ...]}``.
 
+Every line also has ``"c"``: PostgreSQL's scanner's constant tokens, as
+``[start, end, kind]`` with byte offsets (end exclusive) and kind ``S``
+(a string, any flavour), ``I`` (integer) or ``F`` (other numeric); the test
+checks rolegate's verdict-cache folding against them. Empty when the text has
+no quote or digit or does not scan.
+
 The rule (per text; a text is refused if any of its statements is):
 
 1. an IntoClause anywhere except as the target of CREATE TABLE AS
@@ -49,7 +55,7 @@ import sys
 try:
     import pglast
     import pglast.ast
-    from pglast.parser import parse_sql_json, ParseError
+    from pglast.parser import parse_sql_json, scan, ParseError
 except ImportError as exc:  # pragma: no cover - reported by the Rust test
     sys.stderr.write(
         "pglast is not installed (%s): run\n"
@@ -381,6 +387,30 @@ class Checker:
             )
 
 
+CONST_KINDS = {"SCONST": "S", "USCONST": "S", "BCONST": "S", "XCONST": "S",
+               "ICONST": "I", "FCONST": "F"}
+
+
+def constants(sql):
+    """PostgreSQL's constant tokens of ``sql`` as byte ranges."""
+    if "'" not in sql and not any(c.isdigit() for c in sql):
+        return []
+    try:
+        tokens = scan(sql)
+    except Exception:  # a lexical error: nothing runs, nothing to compare
+        return []
+    out = []
+    for t in tokens:
+        kind = CONST_KINDS.get(t.name)
+        if kind is None:
+            continue
+        # pglast reports character offsets, the end inclusive.
+        start = len(sql[:t.start].encode())
+        end = len(sql[:t.end + 1].encode())
+        out.append([start, end, kind])
+    return out
+
+
 def main():
     if len(sys.argv) != 3:
         sys.stderr.write("usage: oracle.py INPUT OUTPUT\n")
@@ -393,19 +423,18 @@ def main():
             sql = json.loads(line)["sql"]
             # The server reads a query string only up to a NUL.
             sql = sql.split("\x00", 1)[0]
+            consts = constants(sql)
             try:
                 tree = json.loads(parse_sql_json(sql))
             except ParseError as exc:
-                out.write(json.dumps({"v": "unparseable", "error": str(exc)}) + "\n")
-                continue
+                verdict = {"v": "unparseable", "error": str(exc)}
             except Exception as exc:  # e.g. stack depth: the server rejects it too
-                out.write(json.dumps({"v": "unparseable", "error": repr(exc)}) + "\n")
-                continue
-            reasons = checker.check_text(tree)
-            if reasons:
-                out.write(json.dumps({"v": "refuse", "reasons": reasons}) + "\n")
+                verdict = {"v": "unparseable", "error": repr(exc)}
             else:
-                out.write('{"v": "harmless"}\n')
+                reasons = checker.check_text(tree)
+                verdict = {"v": "refuse", "reasons": reasons} if reasons else {"v": "harmless"}
+            verdict["c"] = consts
+            out.write(json.dumps(verdict) + "\n")
     return 0
 
 
