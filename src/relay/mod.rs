@@ -310,6 +310,10 @@ where
                 break;
             }
         }
+        // Nothing more moves until a wake-up: hold no empty read buffers
+        // while waiting (most sessions are idle most of the time).
+        self.up.release_if_empty();
+        self.down.release_if_empty();
         // What moved may have made the session idle (a drain ends it now)
         // or quiet (the idle timeout runs from the client's last message).
         self.stops

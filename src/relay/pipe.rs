@@ -187,6 +187,16 @@ impl Pipe {
         }
     }
 
+    /// Give the buffer's memory back when it holds nothing: an idle session
+    /// then keeps no read buffer (the next read takes a fresh one, usually
+    /// the block another session just gave back). Called when the relay has
+    /// nothing left to move, so a busy stream keeps its buffer.
+    pub fn release_if_empty(&mut self) {
+        if self.buf.is_empty() && self.splice.is_none() && self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
+    }
+
     /// Empty the pipe, returning its buffer: what is unwritten and what is
     /// unscanned (only the latter once drained — then it starts at a frame
     /// boundary when the cursor is at one).
@@ -195,5 +205,52 @@ impl Pipe {
         self.splice = None;
         self.need = 0;
         std::mem::take(&mut self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read `input`, pass every frame on, write it out: what an idle
+    /// session's pipe went through since its last message.
+    fn round_trip(pipe: &mut Pipe, mut input: &[u8]) -> Vec<u8> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            pipe.poll_fill(&mut cx, &mut input),
+            Ok(Fill::Read(_))
+        ));
+        while let Some(Ok(step)) = pipe.next_step() {
+            match step {
+                Step::Forward(n) | Step::Marked { n, .. } | Step::Whole { len: n, .. } => {
+                    pipe.forward(n)
+                }
+                Step::Need(_) => break,
+            }
+        }
+        let mut out = Vec::new();
+        pipe.poll_drain(&mut cx, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn an_idle_pipe_gives_its_buffer_back_and_a_busy_one_keeps_it() {
+        let ready_for_query = b"Z\0\0\0\x05I";
+        let cursor = FrameCursor::server().whole(crate::relay::cursor::Tags::of(b"Z"));
+        let mut pipe = Pipe::new(BytesMut::new(), cursor);
+        assert_eq!(round_trip(&mut pipe, ready_for_query), ready_for_query);
+        assert!(pipe.buf.capacity() > READ_CHUNK / 2);
+        pipe.release_if_empty();
+        assert_eq!(pipe.buf.capacity(), 0);
+        // Half a frame waits for its rest: the buffer stays.
+        let out = round_trip(&mut pipe, &ready_for_query[..3]);
+        assert!(out.is_empty());
+        pipe.release_if_empty();
+        assert_eq!(&pipe.buf[..], &ready_for_query[..3]);
+        // And a released pipe reads again.
+        assert_eq!(
+            round_trip(&mut pipe, &ready_for_query[3..]),
+            ready_for_query
+        );
     }
 }
