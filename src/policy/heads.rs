@@ -77,6 +77,31 @@ pub(crate) enum Head {
     Unknown,
 }
 
+impl Head {
+    /// A query or a row change: what runtime sessions mostly send.
+    pub(crate) fn is_dml(self) -> bool {
+        matches!(
+            self,
+            Head::Query | Head::Insert | Head::Update | Head::Delete | Head::Merge
+        )
+    }
+
+    /// Transaction control within a session (not two-phase commit).
+    pub(crate) fn is_transaction_control(self) -> bool {
+        matches!(
+            self,
+            Head::Begin
+                | Head::Start
+                | Head::Commit
+                | Head::End
+                | Head::Rollback
+                | Head::Abort
+                | Head::Savepoint
+                | Head::Release
+        )
+    }
+}
+
 /// Object keywords after CREATE/ALTER/DROP/COMMENT ON…, with their labels.
 const OBJECTS: &[(&str, &str)] = &[
     ("table", "TABLE"),

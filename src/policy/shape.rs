@@ -107,19 +107,7 @@ fn strings_fold(src: &str, tokens: &[Token]) -> Option<bool> {
     for range in lex::split(tokens) {
         match heads::head(src, &tokens[range]) {
             Head::Set | Head::Reset | Head::Show => return None,
-            Head::Query
-            | Head::Insert
-            | Head::Update
-            | Head::Delete
-            | Head::Merge
-            | Head::Begin
-            | Head::Start
-            | Head::Commit
-            | Head::End
-            | Head::Rollback
-            | Head::Abort
-            | Head::Savepoint
-            | Head::Release => {}
+            h if h.is_dml() || h.is_transaction_control() => {}
             _ => strings = false,
         }
     }
