@@ -85,12 +85,17 @@ struct AdminState {
     process: metrics_process::Collector,
 }
 
-/// Serve the admin endpoints until the listener fails.
+/// How often recorded histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Serve the admin endpoints until the listener fails, and keep the
+/// recorder's memory bounded meanwhile.
 pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     readiness: Arc<Readiness>,
 ) -> std::io::Result<()> {
+    let upkeep = upkeep(metrics.clone());
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -100,7 +105,25 @@ pub async fn serve(
             readiness,
             process: metrics_process::Collector::default(),
         });
-    axum::serve(listener, app).await
+    tokio::select! {
+        served = axum::serve(listener, app) => served,
+        never = upkeep => match never {},
+    }
+}
+
+/// The recorder keeps every histogram sample (one per classified
+/// statement) until it folds them into buckets, which it does only when
+/// asked: at a scrape, or here. Without this, a proxy nobody scrapes grows
+/// by every statement it sees (the literal-heavy soak found ~130 KiB/s).
+/// This is the library's own upkeep cadence (`PrometheusBuilder::install`
+/// runs the same), not a poll for a condition.
+async fn upkeep(metrics: PrometheusHandle) -> std::convert::Infallible {
+    let mut every = tokio::time::interval(UPKEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        metrics.run_upkeep();
+    }
 }
 
 async fn render_metrics(
