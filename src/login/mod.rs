@@ -121,6 +121,9 @@ pub async fn login(
         }
     };
     connect::greeting(&mut out, &up);
+    // Written once; a reuse rebuilds it from the parameters.
+    let mut up = up;
+    up.conn.greeting = bytes::BytesMut::new();
     if client.write_all(&out).await.is_err() {
         return None;
     }

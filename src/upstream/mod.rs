@@ -161,11 +161,11 @@ pub struct UpstreamConn {
     pub pid: i32,
     pub secret: i32,
     /// ParameterStatus messages and notices, raw, in the order received, to
-    /// be replayed to the client.
+    /// be replayed to the client (emptied once it has been).
     pub greeting: BytesMut,
     /// The `server_version` etc. the server announced, kept current
     /// across pooled reuse.
-    pub parameters: Vec<(String, String)>,
+    pub parameters: Parameters,
     /// When the connection was opened (for `pool.max_lifetime`).
     pub born: std::time::Instant,
 }
@@ -173,20 +173,64 @@ pub struct UpstreamConn {
 impl UpstreamConn {
     /// Record a reported setting's new value.
     pub fn set_parameter(&mut self, name: &str, value: &str) {
-        match self.parameters.iter_mut().find(|(n, _)| n == name) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => self.parameters.push((name.to_string(), value.to_string())),
-        }
+        self.parameters.set(name, value);
     }
 
     /// The ParameterStatus messages a client of a reused session is
     /// greeted with: the current values, not the first login's notices.
     pub fn reuse_greeting(&mut self) {
         self.greeting.clear();
-        for (k, v) in &self.parameters {
+        for (k, v) in self.parameters.iter() {
             protocol::parameter_status(&mut self.greeting, k, v);
         }
     }
+}
+
+/// Reported settings as `name NUL value NUL …` in one allocation: every
+/// session keeps its server's dozen or so for its whole life, and a pair
+/// of `String`s each would cost more than the rest of an idle session's
+/// bookkeeping.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Parameters(String);
+
+impl Parameters {
+    /// Every (name, value), in the order first reported.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut parts = self.0.split_terminator('\0');
+        std::iter::from_fn(move || Some((parts.next()?, parts.next()?)))
+    }
+
+    /// Set `name` to `value`, in place if it is known, else at the end.
+    /// Names and values with a NUL cannot come from the protocol and are
+    /// ignored.
+    pub fn set(&mut self, name: &str, value: &str) {
+        if name.contains('\0') || value.contains('\0') {
+            return;
+        }
+        let mut next = String::with_capacity(self.0.len() + name.len() + value.len() + 2);
+        let mut found = false;
+        for (k, v) in self.iter() {
+            let v = if k == name {
+                found = true;
+                value
+            } else {
+                v
+            };
+            push_pair(&mut next, k, v);
+        }
+        if !found {
+            push_pair(&mut next, name, value);
+        }
+        next.shrink_to_fit();
+        self.0 = next;
+    }
+}
+
+fn push_pair(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push('\0');
+    out.push_str(value);
+    out.push('\0');
 }
 
 /// The relay holds an upstream session as a lease: the stream, and the
@@ -252,7 +296,7 @@ pub async fn connect(
             pid: 0,
             secret: 0,
             greeting: BytesMut::new(),
-            parameters: Vec::new(),
+            parameters: Parameters::default(),
             born: std::time::Instant::now(),
         };
         greeted(&mut conn, &mut buf).await?;
@@ -287,7 +331,7 @@ async fn greeted(conn: &mut UpstreamConn, buf: &mut BytesMut) -> Result<(), Upst
             // runtime sessions, pinned to UTF8, replay the recorded values.
             Message::ParameterStatus(p) => {
                 if let (Ok(k), Ok(v)) = (p.name(), p.value()) {
-                    conn.parameters.push((k.to_string(), v.to_string()));
+                    conn.parameters.set(k, v);
                 }
             }
             Message::NoticeResponse(_) => {}
@@ -403,5 +447,29 @@ fn server_error(fields: postgres_protocol::message::backend::ErrorFields<'_>) ->
         severity: or(e.severity, "FATAL"),
         code: or(e.code, "08006"),
         message: or(e.message, "upstream error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Parameters;
+
+    #[test]
+    fn parameters_keep_their_order_and_latest_values() {
+        let mut p = Parameters::default();
+        p.set("server_version", "15.18");
+        p.set("TimeZone", "UTC");
+        p.set("application_name", "");
+        p.set("TimeZone", "Europe/Berlin");
+        p.set("bad\0name", "x");
+        let got: Vec<(&str, &str)> = p.iter().collect();
+        assert_eq!(
+            got,
+            [
+                ("server_version", "15.18"),
+                ("TimeZone", "Europe/Berlin"),
+                ("application_name", ""),
+            ]
+        );
     }
 }
