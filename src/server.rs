@@ -34,6 +34,8 @@ pub struct Runtime {
     /// Runtime endpoints by service, built once so TLS configs are shared.
     pub(crate) endpoints: HashMap<String, Arc<Endpoint>>,
     pub(crate) switches: Arc<Switches>,
+    /// Transaction mode's pools, one per service (empty in session mode).
+    pub(crate) txpools: crate::txpool::TxPools,
 }
 
 impl Runtime {
@@ -49,10 +51,12 @@ impl Runtime {
             })
             .collect();
         let switches = Arc::new(Switches::from(&config.policy));
+        let txpools = crate::txpool::TxPools::new(&config, &endpoints);
         Runtime {
             config: Arc::new(config),
             endpoints,
             switches,
+            txpools,
         }
     }
 }
@@ -273,6 +277,7 @@ impl Proxy {
             config: &rt.config,
             endpoints: &rt.endpoints,
             pool: &self.pool,
+            txpools: &rt.txpools,
             cancels: &self.cancels,
             mock_secret: &self.mock_secret,
         };

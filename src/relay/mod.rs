@@ -86,6 +86,13 @@ pub enum SessionEnd {
     Stopped(StopCause),
     /// No client message for `idle_timeout`.
     IdleTimeout,
+    /// The owner had no upstream to lend for the client's next request
+    /// (transaction pooling); the client is told with this FATAL.
+    Unserved {
+        code: &'static str,
+        message: String,
+        hint: &'static str,
+    },
 }
 
 /// An upstream connection as the relay holds it: a byte stream, and a
@@ -627,6 +634,11 @@ fn closing_fatal(end: &SessionEnd) -> Option<(&'static str, String, Option<&'sta
                 .to_string(),
             None,
         ),
+        SessionEnd::Unserved {
+            code,
+            message,
+            hint,
+        } => (*code, message.clone(), Some(*hint)),
     };
     Some((code, message, hint))
 }
