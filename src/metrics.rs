@@ -247,7 +247,10 @@ pub fn present_from_startup(refusal_reasons: &[&'static str]) {
         "commit" => env!("ROLEGATE_GIT_COMMIT")
     )
     .set(1.0);
-    for &reason in refusal_reasons.iter().chain(&[STARTUP_REFUSAL]) {
+    for &reason in refusal_reasons
+        .iter()
+        .chain(&[STARTUP_REFUSAL, POOLING_REFUSAL])
+    {
         counter!(REFUSALS, "reason" => reason).increment(0);
     }
     for role in Role::ALL.map(Role::as_str) {
@@ -291,6 +294,10 @@ pub fn login(identity: &str, role: Option<Role>, outcome: &'static str) {
 
 /// The refusal reason of a StartupMessage the policy refused.
 pub const STARTUP_REFUSAL: &str = "startup";
+
+/// The refusal reason of a statement transaction pooling cannot serve
+/// (LISTEN, session advisory locks, named prepared statements, …).
+pub const POOLING_REFUSAL: &str = "needs_one_backend";
 
 /// A refusal, by reason (a statement class, or [`STARTUP_REFUSAL`]).
 pub fn refusal(reason: &'static str) {

@@ -96,13 +96,7 @@ async fn run_logged_in(
         peer,
     };
     log_start(&who, &service, reused, admission.as_ref());
-    let mut inspector = inspector(&setup, &who, &service, admission.as_ref());
-    if let Some(p) = &pooled {
-        inspector = Box::new(crate::txpool::watch::Watch::new(
-            inspector,
-            p.touched.clone(),
-        ));
-    }
+    let inspector = inspector(&setup, &who, &service, admission.as_ref(), pooled.as_ref());
     let stops = stops(&setup, admission.as_ref());
     let limits = Limits {
         max_message: setup.config.listen.max_message_size,
@@ -194,6 +188,7 @@ fn inspector(
     who: &Who<'_>,
     service: &str,
     admission: Option<&Admission>,
+    pooled: Option<&crate::txpool::session::Pooled>,
 ) -> Box<dyn Inspector> {
     match admission {
         Some(a) => Box::new(StatementAudit {
@@ -204,18 +199,29 @@ fn inspector(
             jti: a.jti.clone(),
             service: service.to_string(),
         }),
-        None => Box::new(RuntimePolicy::new(
-            setup.verdicts.clone(),
-            setup.switches.clone(),
-            setup.config.policy.mode,
-            setup.refusal_token.clone(),
-            SessionInfo {
-                session_id: who.session_id,
-                identity: who.identity.to_string(),
-                role: who.role,
-                peer: who.peer,
-            },
-        )),
+        None => {
+            let policy = RuntimePolicy::new(
+                setup.verdicts.clone(),
+                setup.switches.clone(),
+                setup.config.policy.mode,
+                setup.refusal_token.clone(),
+                SessionInfo {
+                    session_id: who.session_id,
+                    identity: who.identity.to_string(),
+                    role: who.role,
+                    peer: who.peer,
+                },
+            );
+            match pooled {
+                // Transaction mode: the policy refuses what needs one
+                // backend, and the watch notes possible settings changes.
+                Some(p) => Box::new(crate::txpool::watch::Watch::new(
+                    policy.transaction_pooled(),
+                    p.touched.clone(),
+                )),
+                None => Box::new(policy),
+            }
+        }
     }
 }
 

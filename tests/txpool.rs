@@ -388,3 +388,65 @@ fn pgbench_simple_and_extended_over_three_connections_have_zero_failures() {
         assert!(stdout.contains("number of clients: 16"), "{stdout}");
     }
 }
+
+#[tokio::test]
+async fn what_needs_one_backend_is_refused_with_0a000_and_the_session_goes_on() {
+    let h = harness();
+    let pooled = transaction_mode(2, "30s");
+    // Temporary tables allowed by the policy are still refused here.
+    let proxy = h.start_proxy_with(move |c| pooled(c) + "\n[policy]\nallow_temp_tables = true\n");
+    let c = connect_tls(&proxy.url("web", WEB_PASSWORD, "require"))
+        .await
+        .expect("client");
+    for sql in [
+        "LISTEN jobs",
+        "SELECT pg_advisory_lock(7)",
+        "select 1; select pg_try_advisory_lock(7)",
+        "PREPARE p AS SELECT 1",
+        "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT",
+        "CREATE TEMP TABLE t (i int)",
+    ] {
+        let e = c
+            .batch_execute(sql)
+            .await
+            .expect_err(&format!("{sql} is refused"));
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{sql}: {e}"));
+        assert_eq!(db.code().code(), "0A000", "{sql}: {}", db.message());
+        assert!(
+            db.message().starts_with("rolegate: ") && db.message().contains("transaction pooling"),
+            "{}",
+            db.message()
+        );
+        assert!(
+            db.hint()
+                .is_some_and(|h| h.contains("[pool] mode = \"session\""))
+        );
+        // Nothing is left open: the session is usable.
+        c.batch_execute("ROLLBACK").await.ok();
+        assert_eq!(one(&c, "select 1").await, "1", "after {sql}");
+    }
+    // A protocol-level named statement (tokio-postgres names every one).
+    let e = c
+        .prepare("select 1")
+        .await
+        .expect_err("named Parse refused");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
+    // What lives only as long as the transaction is fine; so are NOTIFY
+    // and unnamed extended-protocol statements.
+    c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7); COMMIT; NOTIFY jobs")
+        .await
+        .expect("transaction-scoped features work");
+    let rows = c
+        .query_typed(
+            "select $1::int + 1",
+            &[(&41i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await
+        .expect("an unnamed statement");
+    assert_eq!(rows[0].get::<_, i32>(0), 42);
+    let (_, metrics) = http_get(proxy.admin_port, "/metrics");
+    assert!(
+        metrics.contains("rolegate_refusals_total{reason=\"needs_one_backend\"} 7"),
+        "{metrics}"
+    );
+}
