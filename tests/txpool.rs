@@ -450,3 +450,23 @@ async fn what_needs_one_backend_is_refused_with_0a000_and_the_session_goes_on() 
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_pooled_connection_the_server_killed_is_never_handed_out() {
+    let h = harness();
+    let proxy = h.start_proxy_with(transaction_mode(1, "30s"));
+    let url = proxy.url("web", WEB_PASSWORD, "require");
+    let c = connect_tls(&format!("{url}&application_name=txpool-killed"))
+        .await
+        .expect("client");
+    let pid = one(&c, "select pg_backend_pid()").await;
+    // The one pooled connection dies between the client's transactions.
+    let su = direct_super().await;
+    one(&su, &format!("select pg_terminate_backend({pid})")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = connect_tls(&url).await.expect("another client logs in");
+    assert_eq!(one(&other, "select 1").await, "1");
+    // The first client goes on, on a new backend, with its settings.
+    assert_ne!(one(&c, "select pg_backend_pid()").await, pid);
+    assert_eq!(one(&c, "show application_name").await, "txpool-killed");
+}

@@ -83,6 +83,14 @@ impl TxPools {
         TxPools { services }
     }
 
+    /// Close every idle connection (reload, shutdown); leased ones go
+    /// back and serve their sessions as before.
+    pub fn close_idle(&self) {
+        for pool in self.services.values() {
+            pool.close_idle();
+        }
+    }
+
     /// The pool of `service`, in transaction mode.
     pub fn get(&self, service: &str) -> Option<Arc<ServicePool>> {
         self.services.get(service).cloned()
@@ -126,6 +134,8 @@ pub enum LeaseError {
     Prepare(#[from] SettingsError),
     #[error("resetting an upstream connection took longer than {}s", RESET_TIMEOUT.as_secs())]
     ResetTimeout,
+    #[error("resetting an upstream connection failed: {0}")]
+    Reset(String),
 }
 
 impl LeaseError {
@@ -148,7 +158,10 @@ impl LeaseError {
                 message,
                 "A setting of this session cannot be re-applied on another upstream connection; use [pool] mode = \"session\" for it.",
             ),
-            LeaseError::Upstream(_) | LeaseError::Prepare(_) | LeaseError::ResetTimeout => (
+            LeaseError::Upstream(_)
+            | LeaseError::Prepare(_)
+            | LeaseError::ResetTimeout
+            | LeaseError::Reset(_) => (
                 "08006",
                 message,
                 "The upstream server could not be reached or failed; reconnect to retry.",
@@ -185,18 +198,7 @@ impl ServicePool {
             }
         };
         let waited = t0.elapsed().as_secs_f64();
-        let (mut conn, source, open) = match self.take_idle(client) {
-            Some(idle) => {
-                let source = if idle.owner == client {
-                    LeaseSource::Same
-                } else {
-                    LeaseSource::Reset
-                };
-                (idle.conn, source, idle.open)
-            }
-            None => (self.open().await?, LeaseSource::New, self.metrics.open()),
-        };
-        prepare(&mut conn, source, settings).await?;
+        let (conn, source, open) = self.ready_conn(client, settings).await?;
         self.metrics.leased(source, waited);
         Ok(Lease {
             conn,
@@ -206,6 +208,40 @@ impl ServicePool {
                 open,
             },
         })
+    }
+
+    /// A connection ready for `client` (the permit is held): an idle one,
+    /// reset if it served someone else, or a new one. An idle connection
+    /// whose reset fails (the server went away under it) is closed and a
+    /// new one opened instead; a new one that fails is the client's error.
+    async fn ready_conn(
+        &self,
+        client: u64,
+        settings: &ClientSettings,
+    ) -> Result<(UpstreamConn, LeaseSource, Gauged), LeaseError> {
+        if let Some(idle) = self.take_idle(client) {
+            let source = if idle.owner == client {
+                LeaseSource::Same
+            } else {
+                LeaseSource::Reset
+            };
+            let mut conn = idle.conn;
+            match prepare(&mut conn, source, settings).await {
+                Ok(()) => return Ok((conn, source, idle.open)),
+                // A setting the server refuses fails on any connection.
+                Err(e @ LeaseError::Prepare(SettingsError::Refused(_))) => {
+                    crate::pool::close_later(conn.stream);
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "a pooled connection failed its reset; opening a new one");
+                    crate::pool::close_later(conn.stream);
+                }
+            }
+        }
+        let mut conn = self.open().await?;
+        prepare(&mut conn, LeaseSource::New, settings).await?;
+        Ok((conn, LeaseSource::New, self.metrics.open()))
     }
 
     /// Keep a connection the relay handed back (idle, between
@@ -225,6 +261,16 @@ impl ServicePool {
                 open,
             }),
             Err(_) => crate::pool::close_later(conn.stream),
+        }
+    }
+
+    fn close_idle(&self) {
+        let idle: Vec<Idle> = match self.idle.lock() {
+            Ok(mut list) => list.drain(..).collect(),
+            Err(_) => return,
+        };
+        for i in idle {
+            crate::pool::close_later(i.conn.stream);
         }
     }
 
@@ -293,7 +339,7 @@ async fn prepare(
                 Ok(Ok(())) => crate::metrics::pool_reset(crate::metrics::PoolReset::Ok),
                 Ok(Err(e)) => {
                     crate::metrics::pool_reset(crate::metrics::PoolReset::Failed);
-                    return Err(LeaseError::Prepare(SettingsError::Refused(e.to_string())));
+                    return Err(LeaseError::Reset(e.to_string()));
                 }
                 Err(_) => {
                     crate::metrics::pool_reset(crate::metrics::PoolReset::Timeout);
