@@ -34,6 +34,7 @@ const TXPOOL_WAITING: &str = "rolegate_pool_waiting_clients";
 const TXPOOL_WAIT_SECONDS: &str = "rolegate_pool_wait_seconds";
 const TXPOOL_LEASES: &str = "rolegate_pool_leases_total";
 const TXPOOL_WAIT_TIMEOUTS: &str = "rolegate_pool_wait_timeouts_total";
+const TXPOOL_REPARSES: &str = "rolegate_pool_reparses_total";
 const SCRAM_DERIVATIONS: &str = "rolegate_upstream_scram_derivations_total";
 const JWKS_FETCHES: &str = "rolegate_migration_jwks_fetches_total";
 const JWKS_KEYS: &str = "rolegate_migration_jwks_keys";
@@ -188,6 +189,11 @@ pub const FAMILIES: &[Family] = &[
         TXPOOL_WAIT_TIMEOUTS,
         Kind::Counter,
         "Transaction mode: clients that waited pool.wait_timeout for a lease and got 53300, by service",
+    ),
+    family(
+        TXPOOL_REPARSES,
+        Kind::Counter,
+        "Transaction mode: named prepared statements re-parsed on a connection the client's Bind landed on, by service",
     ),
     family(
         SCRAM_DERIVATIONS,
@@ -514,6 +520,7 @@ impl TxPoolMetrics {
         gauge!(TXPOOL_OPEN, "service" => service.clone()).increment(0.0);
         gauge!(TXPOOL_WAITING, "service" => service.clone()).increment(0.0);
         counter!(TXPOOL_WAIT_TIMEOUTS, "service" => service.clone()).increment(0);
+        counter!(TXPOOL_REPARSES, "service" => service.clone()).increment(0);
         for source in LeaseSource::ALL.map(LeaseSource::as_str) {
             counter!(TXPOOL_LEASES, "service" => service.clone(), "source" => source).increment(0);
         }
@@ -525,6 +532,12 @@ impl TxPoolMetrics {
         let service = self.service.clone();
         histogram!(TXPOOL_WAIT_SECONDS, "service" => service.clone()).record(waited);
         counter!(TXPOOL_LEASES, "service" => service, "source" => source.as_str()).increment(1);
+    }
+
+    pub fn reparsed(&self, n: u64) {
+        if n > 0 {
+            counter!(TXPOOL_REPARSES, "service" => self.service.clone()).increment(n);
+        }
     }
 
     pub fn wait_timed_out(&self) {

@@ -215,9 +215,12 @@ fn inspector(
             match pooled {
                 // Transaction mode: the policy refuses what needs one
                 // backend, and the watch notes possible settings changes.
-                Some(p) => Box::new(crate::txpool::watch::Watch::new(
-                    policy.transaction_pooled(),
-                    p.touched.clone(),
+                Some(p) => Box::new(crate::txpool::prepared::Prepared::new(
+                    crate::txpool::watch::Watch::new(
+                        policy.transaction_pooled(),
+                        p.touched.clone(),
+                    ),
+                    p.statements.clone(),
                 )),
                 None => Box::new(policy),
             }

@@ -333,7 +333,7 @@ fn pgbench() -> std::path::PathBuf {
 }
 
 #[test]
-fn pgbench_simple_and_extended_over_three_connections_have_zero_failures() {
+fn pgbench_simple_extended_and_prepared_over_three_connections_have_zero_failures() {
     let h = harness();
     let init = std::process::Command::new(pgbench())
         .args([
@@ -356,9 +356,13 @@ fn pgbench_simple_and_extended_over_three_connections_have_zero_failures() {
         String::from_utf8_lossy(&init.stderr)
     );
     let proxy = h.start_proxy_with(transaction_mode(3, "30s"));
-    for mode in ["simple", "extended"] {
+    // -M prepared prepares each statement synchronously (PQprepare) on
+    // its first use, blocking the pgbench thread: with several clients per
+    // thread, one waiting for a connection would stall the one holding it.
+    // So that mode runs a thread per client.
+    for (mode, threads) in [("simple", "2"), ("extended", "2"), ("prepared", "16")] {
         let out = std::process::Command::new(pgbench())
-            .args(["-n", "-c", "16", "-j", "2", "-T", "5", "-M", mode])
+            .args(["-n", "-c", "16", "-j", threads, "-T", "5", "-M", mode])
             .args([
                 "-h",
                 "127.0.0.1",
@@ -425,12 +429,6 @@ async fn what_needs_one_backend_is_refused_with_0a000_and_the_session_goes_on() 
         c.batch_execute("ROLLBACK").await.ok();
         assert_eq!(one(&c, "select 1").await, "1", "after {sql}");
     }
-    // A protocol-level named statement (tokio-postgres names every one).
-    let e = c
-        .prepare("select 1")
-        .await
-        .expect_err("named Parse refused");
-    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{e}");
     // What lives only as long as the transaction is fine; so are NOTIFY
     // and unnamed extended-protocol statements.
     c.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7); COMMIT; NOTIFY jobs")
@@ -446,7 +444,7 @@ async fn what_needs_one_backend_is_refused_with_0a000_and_the_session_goes_on() 
     assert_eq!(rows[0].get::<_, i32>(0), 42);
     let (_, metrics) = http_get(proxy.admin_port, "/metrics");
     assert!(
-        metrics.contains("rolegate_refusals_total{reason=\"needs_one_backend\"} 7"),
+        metrics.contains("rolegate_refusals_total{reason=\"needs_one_backend\"} 6"),
         "{metrics}"
     );
 }
@@ -469,4 +467,54 @@ async fn a_pooled_connection_the_server_killed_is_never_handed_out() {
     // The first client goes on, on a new backend, with its settings.
     assert_ne!(one(&c, "select pg_backend_pid()").await, pid);
     assert_eq!(one(&c, "show application_name").await, "txpool-killed");
+}
+
+#[tokio::test]
+async fn named_prepared_statements_follow_their_client_to_any_connection() {
+    let h = harness();
+    // One connection: every lease changes hands, and is reset.
+    let proxy = h.start_proxy_with(transaction_mode(1, "30s"));
+    let url = proxy.url("web", WEB_PASSWORD, "require");
+    let mut a = connect_tls(&url).await.expect("a");
+    let b = connect_tls(&url).await.expect("b");
+    // tokio-postgres names every statement it prepares.
+    let add = a.prepare("select $1::int + 1").await.expect("prepare");
+    let twice = a.prepare("select $1::int * 2").await.expect("prepare");
+    for i in 0..5i32 {
+        // b's statements reset the connection between a's transactions.
+        let n: i32 = b
+            .query_one("select $1::int - 1", &[&i])
+            .await
+            .expect("b")
+            .get(0);
+        assert_eq!(n, i - 1);
+        let n: i32 = a
+            .query_one(&add, &[&i])
+            .await
+            .expect("a's statement")
+            .get(0);
+        assert_eq!(n, i + 1);
+        let n: i32 = a.query_one(&twice, &[&i]).await.expect("a's other").get(0);
+        assert_eq!(n, i * 2);
+    }
+    // Inside a transaction, too.
+    let tx = a.transaction().await.expect("begin");
+    let n: i32 = tx.query_one(&add, &[&41i32]).await.expect("in tx").get(0);
+    assert_eq!(n, 42);
+    tx.commit().await.expect("commit");
+    // DEALLOCATE is honoured: the statement is gone on every connection.
+    a.batch_execute("DEALLOCATE ALL").await.expect("deallocate");
+    one(&b, "select 1").await;
+    let e = a
+        .query_one(&add, &[&1i32])
+        .await
+        .expect_err("a deallocated statement");
+    assert_eq!(sqlstate(&e).as_deref(), Some("26000"), "{e}");
+    let (_, metrics) = http_get(proxy.admin_port, "/metrics");
+    let reparses: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("rolegate_pool_reparses_total{service=\"default\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(reparses >= 10.0, "re-parses counted: {reparses}\n{metrics}");
 }

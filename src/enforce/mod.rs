@@ -73,7 +73,7 @@ pub struct RuntimePolicy {
 }
 
 /// The way out of a transaction pooling refusal.
-const POOLING_HINT: &str = "This needs one server connection for the whole session. Connect this client through a rolegate with [pool] mode = \"session\" (the default), or avoid it: pg_advisory_xact_lock instead of pg_advisory_lock, unnamed statements instead of named ones (e.g. pgbench -M extended).";
+const POOLING_HINT: &str = "This needs one server connection for the whole session. Connect this client through a rolegate with [pool] mode = \"session\" (the default), or avoid it: pg_advisory_xact_lock instead of pg_advisory_lock, your driver's protocol-level prepared statements instead of SQL PREPARE.";
 
 impl RuntimePolicy {
     /// `refusal_token` is the process's random substitute prefix.
@@ -112,11 +112,10 @@ impl RuntimePolicy {
         let body = msg.body();
         match msg.tag {
             b'Q' => policy::needs_one_backend(Query::read(body).text).map(|w| (w, &b""[..])),
+            // Named statements are fine: txpool::prepared re-parses them
+            // on whichever connection the client's Bind lands on.
             b'P' => {
                 let p = Parse::read(body);
-                if !p.name.is_empty() {
-                    return Some(("a named prepared statement (protocol-level Parse)", p.name));
-                }
                 policy::needs_one_backend(p.text).map(|w| (w, p.name))
             }
             _ => None,
@@ -279,7 +278,7 @@ impl Inspector for RuntimePolicy {
         Wants {
             errors: true,
             parameter_status: true,
-            ready_for_query: false,
+            ..Wants::default()
         }
     }
 
@@ -328,7 +327,7 @@ impl Inspector for RuntimePolicy {
                     None => BackendAction::Pass,
                 }
             }
-            Backend::ReadyForQuery(_) => BackendAction::Pass,
+            Backend::ReadyForQuery(_) | Backend::ParseComplete => BackendAction::Pass,
         }
     }
 }

@@ -123,6 +123,8 @@ async fn lease(
         .map_err(LoginError::Lease)?;
     let mut conn = lease.conn;
     conn.reuse_greeting();
+    let statements = crate::txpool::prepared::Statements::default();
+    statements.on_lease(conn.pid, lease.kept);
     let key = pool.cancel_key(&conn);
     let endpoint = key.endpoint.clone();
     let cancel = ctx.cancels.register(key);
@@ -138,6 +140,7 @@ async fn lease(
             client: trace.session_id,
             settings,
             touched: Default::default(),
+            statements,
             permit: Some(lease.permit),
         }),
     })

@@ -94,7 +94,7 @@ mod tests;
 
 pub use cache::VerdictCache;
 pub use denylist::DENIED_FUNCTIONS;
-pub use pooling::needs_one_backend;
+pub use pooling::{deallocated, needs_one_backend};
 pub use startup::check_startup;
 
 use std::ops::Range;

@@ -25,6 +25,40 @@ pub fn needs_one_backend(sql: &[u8]) -> Option<&'static str> {
         .find_map(|range| statement_feature(src, &toks[range]))
 }
 
+/// The prepared statements a text's `DEALLOCATE [PREPARE] name | ALL`
+/// statements drop: `None` for ALL, else the name as the server reads it
+/// (unquoted names folded to lower case). Protocol-level statements are
+/// among them, so transaction pooling forgets them too.
+pub fn deallocated(sql: &[u8]) -> Vec<Option<String>> {
+    let Ok(src) = std::str::from_utf8(sql) else {
+        return Vec::new();
+    };
+    let scan = lex::scan(src);
+    let toks = &scan.tokens;
+    lex::split(toks)
+        .into_iter()
+        .filter_map(|range| {
+            let st = &toks[range];
+            if !st.first()?.is_kw(src, "deallocate") {
+                return None;
+            }
+            let mut i = 1;
+            if st.get(i)?.is_kw(src, "prepare") {
+                i += 1;
+            }
+            let t = st.get(i)?;
+            if t.is_kw(src, "all") {
+                return Some(None);
+            }
+            match t.kind {
+                Kind::Word => Some(Some(t.text(src).to_ascii_lowercase())),
+                Kind::QuotedIdent => Some(Some(t.ident_value(src).into_owned())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn statement_feature(src: &str, toks: &[Token]) -> Option<&'static str> {
     let head = toks.first()?;
     let kw = |i: usize, k: &str| toks.get(i).is_some_and(|t| t.is_kw(src, k));
@@ -63,7 +97,15 @@ fn is_advisory_lock(src: &str, t: &Token) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::needs_one_backend;
+    use super::{deallocated, needs_one_backend};
+
+    #[test]
+    fn deallocate_names_what_it_drops() {
+        assert_eq!(
+            deallocated(b"DEALLOCATE S1; deallocate prepare \"Mixed\"; DEALLOCATE ALL; select 'deallocate x'"),
+            vec![Some("s1".to_string()), Some("Mixed".to_string()), None]
+        );
+    }
 
     #[test]
     fn one_backend_features_are_found() {

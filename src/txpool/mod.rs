@@ -14,7 +14,9 @@
 //!   and gets this client's settings; one that last served this client is
 //!   used as it is.
 //! * [`watch`] — the inspector wrapper that notices possible setting
-//!   changes; [`session`] — the relay loop that leases and hands back.
+//!   changes; [`prepared`] — the one that re-parses named prepared
+//!   statements on a new connection; [`session`] — the relay loop that
+//!   leases and hands back.
 //!
 //! A connection is handed back only when the relay says it could serve
 //! someone else (idle outside a transaction, nothing in flight or
@@ -23,6 +25,7 @@
 //! state of one client ever reaches another. Migration sessions never come
 //! here.
 
+pub mod prepared;
 pub mod session;
 pub mod settings;
 pub mod watch;
@@ -174,6 +177,8 @@ impl LeaseError {
 pub struct Lease {
     pub conn: UpstreamConn,
     pub permit: Permit,
+    /// Whether the connection last served this client (and was not reset).
+    pub kept: bool,
 }
 
 impl ServicePool {
@@ -202,6 +207,7 @@ impl ServicePool {
         self.metrics.leased(source, waited);
         Ok(Lease {
             conn,
+            kept: source == LeaseSource::Same,
             permit: Permit {
                 _permit: permit,
                 _active: self.metrics.active(),
@@ -313,6 +319,11 @@ impl ServicePool {
                 Err(e.into())
             }
         }
+    }
+
+    /// Named statements re-parsed on a new connection.
+    pub fn count_reparses(&self, n: u64) {
+        self.metrics.reparsed(n);
     }
 
     /// Where a cancel for a query on `conn` goes.

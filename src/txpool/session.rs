@@ -25,6 +25,8 @@ pub struct Pooled {
     pub client: u64,
     pub settings: ClientSettings,
     pub touched: SettingsTouched,
+    /// Its named prepared statements.
+    pub statements: super::prepared::Statements,
     /// The permit of the connection the relay holds now, if any.
     pub permit: Option<Permit>,
 }
@@ -79,6 +81,7 @@ impl Pooled {
         I: Inspector,
     {
         cancel.retarget(Some(self.pool.cancel_key(&lease.conn)));
+        self.statements.on_lease(lease.conn.pid, lease.kept);
         // The relay asked because it holds none: lending cannot be refused.
         if relay.lend(lease.conn).is_ok() {
             self.permit = Some(lease.permit);
@@ -89,6 +92,7 @@ impl Pooled {
     /// changed a setting, remember what its session holds now; then keep
     /// it for the next lease.
     async fn give_back(&mut self, mut conn: UpstreamConn) {
+        self.pool.count_reparses(self.statements.take_reparsed());
         let Some(permit) = self.permit.take() else {
             crate::pool::close_later(conn.stream);
             return;
