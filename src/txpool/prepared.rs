@@ -40,8 +40,9 @@ struct State {
     /// Statements prepared on that backend.
     here: HashSet<Vec<u8>>,
     /// One entry per `Parse` sent since the last ReadyForQuery, in order:
-    /// whether the proxy sent it (its ParseComplete is not the client's).
-    parses: VecDeque<bool>,
+    /// whether the proxy sent it (its ParseComplete is not the client's),
+    /// and the statement name.
+    parses: VecDeque<(bool, Vec<u8>)>,
     /// Re-parses done (for the metric).
     reparsed: u64,
 }
@@ -86,6 +87,15 @@ impl State {
         self.here.insert(name.to_vec());
     }
 
+    /// An error: every Parse not yet answered was skipped.
+    fn skipped(&mut self) {
+        while let Some((_, name)) = self.parses.pop_front() {
+            if !name.is_empty() {
+                self.here.remove(&name);
+            }
+        }
+    }
+
     fn forget(&mut self, name: &[u8]) {
         self.parsed.remove(name);
         self.here.remove(name);
@@ -103,7 +113,7 @@ impl State {
         *used = clock;
         let frame = frame.clone();
         self.here.insert(name.to_vec());
-        self.parses.push_back(true);
+        self.parses.push_back((true, name.to_vec()));
         self.reparsed += 1;
         Some(frame)
     }
@@ -142,7 +152,7 @@ impl<I: Inspector> Inspector for Prepared<I> {
                 if !name.is_empty() {
                     s.remember(name, msg.frame);
                 }
-                s.parses.push_back(false);
+                s.parses.push_back((false, name.to_vec()));
                 FrontendAction::Forward
             }
             (b'B' | b'D', FrontendAction::Forward) => {
@@ -173,7 +183,7 @@ impl<I: Inspector> Inspector for Prepared<I> {
                 FrontendAction::Forward
             }
             (b'P', action) => {
-                s.parses.push_back(false);
+                s.parses.push_back((false, Vec::new()));
                 action
             }
             (_, action) => action,
@@ -189,7 +199,7 @@ impl<I: Inspector> Inspector for Prepared<I> {
                     .lock()
                     .ok()
                     .and_then(|mut s| s.parses.pop_front())
-                    .unwrap_or(false);
+                    .is_some_and(|(ours, _)| ours);
                 if ours {
                     BackendAction::Replace(BytesMut::new())
                 } else {
@@ -200,6 +210,14 @@ impl<I: Inspector> Inspector for Prepared<I> {
                 // Every Parse before the Sync is answered or skipped.
                 if let Ok(mut s) = self.statements.0.lock() {
                     s.parses.clear();
+                }
+                self.inner.backend(msg)
+            }
+            Backend::Error(_) => {
+                // The server skips to Sync: Parses not yet answered never
+                // ran, so their statements are not on this connection.
+                if let Ok(mut s) = self.statements.0.lock() {
+                    s.skipped();
                 }
                 self.inner.backend(msg)
             }
@@ -226,7 +244,26 @@ fn referenced(tag: u8, body: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::referenced;
+    use super::{State, referenced};
+
+    #[test]
+    fn a_statement_is_reparsed_once_per_connection_and_skipped_ones_again() {
+        let mut s = State::default();
+        s.remember(b"s1", b"P-frame");
+        s.parses.push_back((false, b"s1".to_vec()));
+        assert_eq!(s.missing(b"s1"), None, "prepared here");
+        s.parses.clear();
+        s.here.clear(); // a new connection
+        assert_eq!(s.missing(b"s1").as_deref(), Some(&b"P-frame"[..]));
+        assert_eq!(s.missing(b"s1"), None, "once per connection");
+        // The batch failed before the re-parse ran.
+        s.skipped();
+        assert!(s.missing(b"s1").is_some(), "sent again");
+        assert_eq!(s.missing(b"unknown"), None);
+        s.forget(b"s1");
+        s.here.clear();
+        assert_eq!(s.missing(b"s1"), None, "closed");
+    }
 
     #[test]
     fn statement_names_are_read_from_bind_describe_and_close() {
