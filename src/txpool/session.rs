@@ -48,6 +48,7 @@ impl Pooled {
                 Event::Ended(end) => return end,
                 Event::BetweenTransactions => {
                     cancel.retarget(None);
+                    // The relay pauses exactly when it can hand back.
                     if let Some(conn) = relay.hand_back() {
                         self.give_back(conn).await;
                     }
