@@ -2,6 +2,11 @@
 //! and maps a `CancelRequest` carrying it to the upstream backend that
 //! serves that client.
 //!
+//! Under transaction pooling the key follows the client's lease: it points
+//! at the backend running the client's transaction while one is leased
+//! ([`Registration::retarget`]) and nowhere while the client is between
+//! transactions, so a cancel reaches only the client's own query.
+//!
 //! Clients never see upstream pids or secrets, so a client cannot cancel a
 //! backend it does not own, and a guessed key has a 1 in 2^32 chance per
 //! try of hitting a live session (the same odds PostgreSQL itself gives).
@@ -30,7 +35,7 @@ pub struct CancelRegistry {
 #[derive(Default)]
 struct Inner {
     next_pid: i32,
-    sessions: HashMap<i32, (i32, UpstreamKey)>,
+    sessions: HashMap<i32, (i32, Option<UpstreamKey>)>,
 }
 
 /// Removes the session's key when the session ends.
@@ -44,6 +49,21 @@ impl Drop for Registration {
     fn drop(&mut self) {
         if let Ok(mut inner) = self.registry.inner.lock() {
             inner.sessions.remove(&self.pid);
+        }
+    }
+}
+
+impl Registration {
+    /// Point the client's key at another upstream backend, or at none
+    /// (`None`: between transactions under pooling, a cancel has nothing
+    /// of the client's to stop).
+    pub fn retarget(&self, upstream: Option<UpstreamKey>) {
+        let mut inner = match self.registry.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some(entry) = inner.sessions.get_mut(&self.pid) {
+            entry.1 = upstream;
         }
     }
 }
@@ -67,7 +87,7 @@ impl CancelRegistry {
                 break inner.next_pid;
             }
         };
-        inner.sessions.insert(pid, (secret, upstream));
+        inner.sessions.insert(pid, (secret, Some(upstream)));
         Registration {
             registry: self.clone(),
             pid,
@@ -78,7 +98,10 @@ impl CancelRegistry {
     fn lookup(&self, pid: i32, secret: i32) -> Option<UpstreamKey> {
         let inner = self.inner.lock().ok()?;
         let (s, key) = inner.sessions.get(&pid)?;
-        (*s == secret).then(|| key.clone())
+        if *s != secret {
+            return None;
+        }
+        key.clone()
     }
 
     /// Handle a client's CancelRequest: forward it upstream when the key

@@ -22,6 +22,8 @@ pub mod relay;
 pub mod server;
 /// One logged-in session from `session_start` to `session_end`.
 pub mod session;
+/// Transaction pooling: an upstream connection leased per transaction.
+pub mod txpool;
 /// The upstream login (TLS, SCRAM/md5/cleartext) and the readiness probe.
 pub mod upstream;
 

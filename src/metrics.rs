@@ -27,6 +27,14 @@ const UPSTREAM_SESSIONS: &str = "rolegate_upstream_sessions_total";
 const POOL_IDLE: &str = "rolegate_pool_idle_connections";
 const POOL_RESETS: &str = "rolegate_pool_resets_total";
 const POOL_DISCARDED: &str = "rolegate_pool_discarded_total";
+const TXPOOL_SIZE: &str = "rolegate_pool_size";
+const TXPOOL_ACTIVE: &str = "rolegate_pool_active_connections";
+const TXPOOL_OPEN: &str = "rolegate_pool_open_connections";
+const TXPOOL_WAITING: &str = "rolegate_pool_waiting_clients";
+const TXPOOL_WAIT_SECONDS: &str = "rolegate_pool_wait_seconds";
+const TXPOOL_LEASES: &str = "rolegate_pool_leases_total";
+const TXPOOL_WAIT_TIMEOUTS: &str = "rolegate_pool_wait_timeouts_total";
+const TXPOOL_REPARSES: &str = "rolegate_pool_reparses_total";
 const SCRAM_DERIVATIONS: &str = "rolegate_upstream_scram_derivations_total";
 const JWKS_FETCHES: &str = "rolegate_migration_jwks_fetches_total";
 const JWKS_KEYS: &str = "rolegate_migration_jwks_keys";
@@ -144,6 +152,50 @@ pub const FAMILIES: &[Family] = &[
         "Idle upstream sessions closed instead of reused, by reason",
     ),
     family(
+        TXPOOL_SIZE,
+        Kind::Gauge,
+        "Transaction mode: the most upstream connections a service may open (pool.size), by service",
+    ),
+    family(
+        TXPOOL_ACTIVE,
+        Kind::Gauge,
+        "Transaction mode: upstream connections leased to a client now, by service",
+    ),
+    family(
+        TXPOOL_OPEN,
+        Kind::Gauge,
+        "Transaction mode: upstream connections open (leased or idle), by service; idle = open - active",
+    ),
+    family(
+        TXPOOL_WAITING,
+        Kind::Gauge,
+        "Transaction mode: clients waiting for a free upstream connection now, by service",
+    ),
+    Family {
+        name: TXPOOL_WAIT_SECONDS,
+        kind: Kind::Histogram,
+        unit: Some(Unit::Seconds),
+        help: "Transaction mode: how long a client waited for its lease, by service",
+        buckets: &[
+            1e-5, 1e-4, 1e-3, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+        ],
+    },
+    family(
+        TXPOOL_LEASES,
+        Kind::Counter,
+        "Transaction mode: upstream connections leased to clients, by service and upstream (same: last served this client; reset: changed hands; new: opened for it)",
+    ),
+    family(
+        TXPOOL_WAIT_TIMEOUTS,
+        Kind::Counter,
+        "Transaction mode: clients that waited pool.wait_timeout for a lease and got 53300, by service",
+    ),
+    family(
+        TXPOOL_REPARSES,
+        Kind::Counter,
+        "Transaction mode: named prepared statements re-parsed on a connection the client's Bind landed on, by service",
+    ),
+    family(
         SCRAM_DERIVATIONS,
         Kind::Counter,
         "Upstream SCRAM key derivations, by cache (hit/miss)",
@@ -201,7 +253,10 @@ pub fn present_from_startup(refusal_reasons: &[&'static str]) {
         "commit" => env!("ROLEGATE_GIT_COMMIT")
     )
     .set(1.0);
-    for &reason in refusal_reasons.iter().chain(&[STARTUP_REFUSAL]) {
+    for &reason in refusal_reasons
+        .iter()
+        .chain(&[STARTUP_REFUSAL, POOLING_REFUSAL])
+    {
         counter!(REFUSALS, "reason" => reason).increment(0);
     }
     for role in Role::ALL.map(Role::as_str) {
@@ -245,6 +300,10 @@ pub fn login(identity: &str, role: Option<Role>, outcome: &'static str) {
 
 /// The refusal reason of a StartupMessage the policy refused.
 pub const STARTUP_REFUSAL: &str = "startup";
+
+/// The refusal reason of a statement transaction pooling cannot serve
+/// (LISTEN, session advisory locks, named prepared statements, …).
+pub const POOLING_REFUSAL: &str = "needs_one_backend";
 
 /// A refusal, by reason (a statement class, or [`STARTUP_REFUSAL`]).
 pub fn refusal(reason: &'static str) {
@@ -419,6 +478,103 @@ pub fn pool_reset(outcome: PoolReset) {
 /// An idle upstream session found dead at checkout.
 pub fn pool_discarded_dead() {
     counter!(POOL_DISCARDED, "reason" => "dead").increment(1);
+}
+
+// ------------------------------------------------------ transaction pool --
+
+/// How a lease's upstream connection came to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseSource {
+    /// It last served this client: nothing to reset or re-apply.
+    Same,
+    /// It served another client: reset, and this client's settings applied.
+    Reset,
+    /// Opened for this lease.
+    New,
+}
+
+impl LeaseSource {
+    const ALL: [LeaseSource; 3] = [LeaseSource::Same, LeaseSource::Reset, LeaseSource::New];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LeaseSource::Same => "same",
+            LeaseSource::Reset => "reset",
+            LeaseSource::New => "new",
+        }
+    }
+}
+
+/// One service's transaction-pool series (the service name comes from the
+/// config, so label sets stay bounded). Present from its creation.
+#[derive(Debug, Clone)]
+pub struct TxPoolMetrics {
+    service: String,
+}
+
+impl TxPoolMetrics {
+    pub fn new(service: &str, size: usize) -> Self {
+        let service = service.to_string();
+        gauge!(TXPOOL_SIZE, "service" => service.clone()).set(size as f64);
+        gauge!(TXPOOL_ACTIVE, "service" => service.clone()).increment(0.0);
+        gauge!(TXPOOL_OPEN, "service" => service.clone()).increment(0.0);
+        gauge!(TXPOOL_WAITING, "service" => service.clone()).increment(0.0);
+        counter!(TXPOOL_WAIT_TIMEOUTS, "service" => service.clone()).increment(0);
+        counter!(TXPOOL_REPARSES, "service" => service.clone()).increment(0);
+        for source in LeaseSource::ALL.map(LeaseSource::as_str) {
+            counter!(TXPOOL_LEASES, "service" => service.clone(), "source" => source).increment(0);
+        }
+        TxPoolMetrics { service }
+    }
+
+    /// A lease handed out after waiting `waited` seconds.
+    pub fn leased(&self, source: LeaseSource, waited: f64) {
+        let service = self.service.clone();
+        histogram!(TXPOOL_WAIT_SECONDS, "service" => service.clone()).record(waited);
+        counter!(TXPOOL_LEASES, "service" => service, "source" => source.as_str()).increment(1);
+    }
+
+    pub fn reparsed(&self, n: u64) {
+        if n > 0 {
+            counter!(TXPOOL_REPARSES, "service" => self.service.clone()).increment(n);
+        }
+    }
+
+    pub fn wait_timed_out(&self) {
+        counter!(TXPOOL_WAIT_TIMEOUTS, "service" => self.service.clone()).increment(1);
+    }
+
+    /// Counts a waiting client until dropped.
+    pub fn waiting(&self) -> Gauged {
+        Gauged::new(gauge!(TXPOOL_WAITING, "service" => self.service.clone()))
+    }
+
+    /// Counts an active lease until dropped.
+    pub fn active(&self) -> Gauged {
+        Gauged::new(gauge!(TXPOOL_ACTIVE, "service" => self.service.clone()))
+    }
+
+    /// Counts an open upstream connection until dropped.
+    pub fn open(&self) -> Gauged {
+        Gauged::new(gauge!(TXPOOL_OPEN, "service" => self.service.clone()))
+    }
+}
+
+/// One unit of a gauge for as long as it lives.
+#[derive(Debug)]
+pub struct Gauged(::metrics::Gauge);
+
+impl Gauged {
+    fn new(g: ::metrics::Gauge) -> Self {
+        g.increment(1.0);
+        Gauged(g)
+    }
+}
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 // --------------------------------------------------- migration token keys --

@@ -258,7 +258,7 @@ impl Pool {
 /// but never delivered, notifications) come first and are skipped; the
 /// ParameterStatus messages the reset produces update the values the next
 /// client will be greeted with.
-async fn reset(conn: &mut UpstreamConn) -> Result<(), ResetError> {
+pub(crate) async fn reset(conn: &mut UpstreamConn) -> Result<(), ResetError> {
     conn.stream
         .write_all(DISCARD_ALL)
         .await
@@ -295,7 +295,7 @@ async fn reset(conn: &mut UpstreamConn) -> Result<(), ResetError> {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum ResetError {
+pub(crate) enum ResetError {
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
     #[error("the server did not accept DISCARD ALL")]
@@ -304,7 +304,7 @@ enum ResetError {
 
 /// Whether an idle session is still usable: nothing to read (a server that
 /// closed it, or sent a FATAL before closing, makes it readable).
-fn still_open(stream: &mut UpstreamStream) -> bool {
+pub(crate) fn still_open(stream: &mut UpstreamStream) -> bool {
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let mut byte = [0u8; 1];
     let mut rb = ReadBuf::new(&mut byte);
@@ -321,7 +321,7 @@ pub async fn close(mut stream: UpstreamStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
 }
 
-fn close_later(stream: UpstreamStream) {
+pub(crate) fn close_later(stream: UpstreamStream) {
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(close(stream));
     }

@@ -34,6 +34,8 @@ pub struct Runtime {
     /// Runtime endpoints by service, built once so TLS configs are shared.
     pub(crate) endpoints: HashMap<String, Arc<Endpoint>>,
     pub(crate) switches: Arc<Switches>,
+    /// Transaction mode's pools, one per service (empty in session mode).
+    pub(crate) txpools: crate::txpool::TxPools,
 }
 
 impl Runtime {
@@ -49,10 +51,12 @@ impl Runtime {
             })
             .collect();
         let switches = Arc::new(Switches::from(&config.policy));
+        let txpools = crate::txpool::TxPools::new(&config, &endpoints);
         Runtime {
             config: Arc::new(config),
             endpoints,
             switches,
+            txpools,
         }
     }
 }
@@ -107,10 +111,13 @@ impl Proxy {
 
     /// Swap in a new configuration; sessions already open keep theirs.
     pub fn replace_config(&self, config: Config) {
-        self.runtime.store(Arc::new(Runtime::new(config)));
+        let old = self.runtime.swap(Arc::new(Runtime::new(config)));
         // Pooled sessions were opened with the old credentials and TLS
         // settings; new logins must get sessions made under the new ones.
         self.pool.clear();
+        // The old transaction pools serve their sessions until they end;
+        // their idle connections go now.
+        old.txpools.close_idle();
         self.reloaded.notify_waiters();
     }
 
@@ -168,6 +175,7 @@ impl Proxy {
         // Idle upstream sessions close now; sessions ending during the
         // drain close theirs instead of pooling them.
         self.pool.clear();
+        self.runtime().txpools.close_idle();
         // Sessions close themselves at the deadline; allow a moment for
         // their final writes.
         let hard = tokio::time::sleep_until((deadline + Duration::from_secs(2)).into());
@@ -273,6 +281,7 @@ impl Proxy {
             config: &rt.config,
             endpoints: &rt.endpoints,
             pool: &self.pool,
+            txpools: &rt.txpools,
             cancels: &self.cancels,
             mock_secret: &self.mock_secret,
         };

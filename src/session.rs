@@ -84,8 +84,10 @@ async fn run_logged_in(
         endpoint,
         pool_key,
         reused,
-        // Maps the client's cancel key to this upstream until the end.
-        cancel: _cancel,
+        // Maps the client's cancel key to this upstream until the end (in
+        // transaction mode, to the current lease's).
+        cancel,
+        pooled,
     } = session;
     let who = Who {
         session_id,
@@ -94,29 +96,40 @@ async fn run_logged_in(
         peer,
     };
     log_start(&who, &service, reused, admission.as_ref());
-    let inspector = inspector(&setup, &who, &service, admission.as_ref());
+    let inspector = inspector(&setup, &who, &service, admission.as_ref(), pooled.as_ref());
     let stops = stops(&setup, admission.as_ref());
     let limits = Limits {
         max_message: setup.config.listen.max_message_size,
     };
     let mut relay = Relay::new(client, client_pending, inspector, limits, stops);
-    // Session mode: the upstream is lent for the whole session, so the
-    // relay never pauses or asks for one.
     let _ = relay.lend(upstream);
     let active = crate::metrics::ActiveSession::new(role);
-    let end = match relay.run().await {
-        Event::Ended(end) => end,
-        Event::BetweenTransactions | Event::NeedsUpstream => SessionEnd::UpstreamGone,
+    let (mut done, pooled) = match pooled {
+        Some(mut pooled) => {
+            // Transaction mode: the relay pauses between transactions and
+            // asks for an upstream when the client sends something.
+            let end = pooled.run(&mut relay, &cancel).await;
+            cancel.retarget(None);
+            let mut done = relay.finish(end).await;
+            pooled.finish(&mut done).await;
+            (done, true)
+        }
+        None => {
+            // Session mode: the upstream is lent for the whole session, so
+            // the relay never pauses or asks for one.
+            let end = match relay.run().await {
+                Event::Ended(end) => end,
+                Event::BetweenTransactions | Event::NeedsUpstream => SessionEnd::UpstreamGone,
+            };
+            (relay.finish(end).await, false)
+        }
     };
-    let done = relay.finish(end).await;
     drop(active);
-    let RelayEnd {
-        end,
-        upstream,
-        reusable,
-        stats,
-    } = done;
-    release(&setup, upstream, pool_key, endpoint, reusable).await;
+    if !pooled {
+        let upstream = done.upstream.take();
+        release(&setup, upstream, pool_key, endpoint, done.reusable).await;
+    }
+    let RelayEnd { end, stats, .. } = done;
     info!(
         event = "session_end",
         session_id,
@@ -175,6 +188,7 @@ fn inspector(
     who: &Who<'_>,
     service: &str,
     admission: Option<&Admission>,
+    pooled: Option<&crate::txpool::session::Pooled>,
 ) -> Box<dyn Inspector> {
     match admission {
         Some(a) => Box::new(StatementAudit {
@@ -185,18 +199,32 @@ fn inspector(
             jti: a.jti.clone(),
             service: service.to_string(),
         }),
-        None => Box::new(RuntimePolicy::new(
-            setup.verdicts.clone(),
-            setup.switches.clone(),
-            setup.config.policy.mode,
-            setup.refusal_token.clone(),
-            SessionInfo {
-                session_id: who.session_id,
-                identity: who.identity.to_string(),
-                role: who.role,
-                peer: who.peer,
-            },
-        )),
+        None => {
+            let policy = RuntimePolicy::new(
+                setup.verdicts.clone(),
+                setup.switches.clone(),
+                setup.config.policy.mode,
+                setup.refusal_token.clone(),
+                SessionInfo {
+                    session_id: who.session_id,
+                    identity: who.identity.to_string(),
+                    role: who.role,
+                    peer: who.peer,
+                },
+            );
+            match pooled {
+                // Transaction mode: the policy refuses what needs one
+                // backend, and the watch notes possible settings changes.
+                Some(p) => Box::new(crate::txpool::prepared::Prepared::new(
+                    crate::txpool::watch::Watch::new(
+                        policy.transaction_pooled(),
+                        p.touched.clone(),
+                    ),
+                    p.statements.clone(),
+                )),
+                None => Box::new(policy),
+            }
+        }
     }
 }
 

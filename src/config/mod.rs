@@ -49,7 +49,7 @@ use crate::migration::{Access, MigrationConfig};
 pub use clients::ClientEntry;
 pub use listen::{ListenConfig, ListenTlsMode};
 pub use policy::{PolicyConfig, PolicyMode, load_policy};
-pub use pool::PoolConfig;
+pub use pool::{PoolConfig, PoolMode};
 pub use secret::Secret;
 pub use services::{Credentials, ServiceCredentials};
 pub use upstream::UpstreamConfig;
@@ -253,7 +253,7 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
     let migration = MigrationConfig::try_from(&raw.migration)?;
     let clients = clients::resolve(&raw.clients, &migration.user, &services, env)?;
     let policy = PolicyConfig::from(&raw.policy);
-    let pool = PoolConfig::from(&raw.pool);
+    let pool = PoolConfig::try_from(&raw.pool)?;
     let access = Access::new(&migration).map_err(|e| invalid(e.0))?;
     Ok(Config {
         listen,

@@ -308,6 +308,34 @@ fn durations_parse_in_the_documented_spellings() {
     assert_eq!(c.migration.leeway, Duration::from_secs(30));
     assert_eq!(c.pool.idle_timeout, Duration::from_secs(300));
     assert_eq!(c.pool.max_lifetime, Duration::from_secs(3600));
+    assert_eq!(c.pool.mode, super::PoolMode::Session);
+    assert_eq!(c.pool.size, 20);
+    assert_eq!(c.pool.wait_timeout, Duration::from_secs(5));
+}
+
+#[test]
+fn transaction_pooling_keys_are_read_and_checked() {
+    let c = load_sidecar(&[
+        ("ROLEGATE__POOL__MODE", "transaction"),
+        ("ROLEGATE__POOL__SIZE", "3"),
+        ("ROLEGATE__POOL__WAIT_TIMEOUT", "250ms"),
+    ])
+    .expect("loads");
+    assert_eq!(c.pool.mode, super::PoolMode::Transaction);
+    assert_eq!(c.pool.size, 3);
+    assert_eq!(c.pool.wait_timeout, Duration::from_millis(250));
+    let e = load_sidecar(&[("ROLEGATE__POOL__SIZE", "0")])
+        .expect_err("no connections")
+        .to_string();
+    assert!(e.contains("pool.size"), "{e}");
+    let e = load_sidecar(&[("ROLEGATE__POOL__WAIT_TIMEOUT", "0s")])
+        .expect_err("no wait")
+        .to_string();
+    assert!(e.contains("pool.wait_timeout"), "{e}");
+    let e = load_sidecar(&[("ROLEGATE__POOL__MODE", "statement")])
+        .expect_err("not a mode")
+        .to_string();
+    assert!(e.contains("pool.mode") && e.contains("statement"), "{e}");
 }
 
 #[test]

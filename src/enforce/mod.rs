@@ -68,7 +68,12 @@ pub struct RuntimePolicy {
     /// costs no registry lookup (the common case on the hot path).
     seconds: ::metrics::Histogram,
     allowed: Vec<(Class, policy::Path, ::metrics::Counter)>,
+    /// Under transaction pooling: refuse what needs one server backend.
+    pooled: bool,
 }
+
+/// The way out of a transaction pooling refusal.
+const POOLING_HINT: &str = "This needs one server connection for the whole session. Connect this client through a rolegate with [pool] mode = \"session\" (the default), or avoid it: pg_advisory_xact_lock instead of pg_advisory_lock, your driver's protocol-level prepared statements instead of SQL PREPARE.";
 
 impl RuntimePolicy {
     /// `refusal_token` is the process's random substitute prefix.
@@ -87,7 +92,56 @@ impl RuntimePolicy {
             info,
             seconds: metrics::classification_seconds(),
             allowed: Vec::new(),
+            pooled: false,
         }
+    }
+
+    /// Under `[pool] mode = "transaction"`: also refuse (with `0A000`,
+    /// in both policy modes — it is not the policy's call, the statement
+    /// would break) what needs one server backend for the session.
+    pub fn transaction_pooled(mut self) -> Self {
+        self.pooled = true;
+        self
+    }
+
+    /// The one-backend feature a message uses, with a Parse's name.
+    fn needs_one_backend<'a>(&self, msg: &Frontend<'a>) -> Option<(&'static str, &'a [u8])> {
+        if !self.pooled {
+            return None;
+        }
+        let body = msg.body();
+        match msg.tag {
+            b'Q' => policy::needs_one_backend(Query::read(body).text).map(|w| (w, &b""[..])),
+            // Named statements are fine: txpool::prepared re-parses them
+            // on whichever connection the client's Bind lands on.
+            b'P' => {
+                let p = Parse::read(body);
+                policy::needs_one_backend(p.text).map(|w| (w, p.name))
+            }
+            _ => None,
+        }
+    }
+
+    /// `statement_refused` and the refusal counter for a pooling refusal.
+    fn record_pooling_refusal(&self, what: &str, msg: &Frontend<'_>) {
+        let sql = match msg.tag {
+            b'Q' => Query::read(msg.body()).text,
+            b'P' => Parse::read(msg.body()).text,
+            _ => b"",
+        };
+        tracing::warn!(
+            event = "statement_refused",
+            session_id = self.info.session_id,
+            identity = %self.info.identity,
+            role = self.info.role.as_str(),
+            peer = %self.info.peer,
+            class = metrics::POOLING_REFUSAL,
+            reason = %what,
+            fingerprint = %policy::fingerprint(sql),
+            enforced = true,
+            "statement refused"
+        );
+        metrics::refusal(metrics::POOLING_REFUSAL);
     }
 
     /// The refusal for one statement message, if it is refused; logged and
@@ -224,17 +278,30 @@ impl Inspector for RuntimePolicy {
         Wants {
             errors: true,
             parameter_status: true,
-            ready_for_query: false,
+            ..Wants::default()
         }
     }
 
     fn frontend(&mut self, msg: &Frontend<'_>) -> FrontendAction {
-        match self.judge(msg) {
-            Some((verdict, name)) if self.mode != PolicyMode::Report => {
-                FrontendAction::Substitute(self.refusals.substitute(msg.tag, name, &verdict))
-            }
-            _ => FrontendAction::Forward,
+        if let Some((verdict, name)) = self.judge(msg)
+            && self.mode != PolicyMode::Report
+        {
+            return FrontendAction::Substitute(self.refusals.substitute(msg.tag, name, &verdict));
         }
+        if let Some((what, name)) = self.needs_one_backend(msg) {
+            self.record_pooling_refusal(what, msg);
+            let message = format!(
+                "rolegate: {what} is not supported with transaction pooling: the session's next transaction may run on another server connection"
+            );
+            return FrontendAction::Substitute(self.refusals.substitute_error(
+                msg.tag,
+                name,
+                "0A000",
+                &message,
+                POOLING_HINT,
+            ));
+        }
+        FrontendAction::Forward
     }
 
     fn backend(&mut self, msg: &Backend<'_>) -> BackendAction {
@@ -260,7 +327,7 @@ impl Inspector for RuntimePolicy {
                     None => BackendAction::Pass,
                 }
             }
-            Backend::ReadyForQuery(_) => BackendAction::Pass,
+            Backend::ReadyForQuery(_) | Backend::ParseComplete => BackendAction::Pass,
         }
     }
 }

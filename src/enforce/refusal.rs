@@ -54,19 +54,29 @@ impl Refusals {
     /// one whole frame, a `Parse` of the same name for `Parse` (so a later
     /// Bind fails as on the server), a `Query` otherwise.
     pub fn substitute(&mut self, tag: u8, name: &[u8], verdict: &Verdict) -> BytesMut {
+        let hint = if tag == b'F' {
+            FASTPATH_HINT
+        } else {
+            hint(verdict.class)
+        };
+        let message = format!("rolegate: {}", verdict.reason);
+        self.substitute_error(tag, name, "42501", &message, hint)
+    }
+
+    /// [`Refusals::substitute`] with the client's error given in full
+    /// (refusals that are not the policy's, such as transaction pooling's
+    /// `0A000`).
+    pub fn substitute_error(
+        &mut self,
+        tag: u8,
+        name: &[u8],
+        code: &str,
+        message: &str,
+        hint: &str,
+    ) -> BytesMut {
         self.seq += 1;
         let mut err = BytesMut::with_capacity(256);
-        protocol::error_response(
-            &mut err,
-            "ERROR",
-            "42501",
-            &format!("rolegate: {}", verdict.reason),
-            Some(if tag == b'F' {
-                FASTPATH_HINT
-            } else {
-                hint(verdict.class)
-            }),
-        );
+        protocol::error_response(&mut err, "ERROR", code, message, Some(hint));
         while self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
         }

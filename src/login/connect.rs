@@ -37,6 +37,9 @@ pub struct Connected {
     /// Taken from the pool rather than opened.
     pub reused: bool,
     pub cancel: Registration,
+    /// Transaction mode: the client's side of its service's pool (`conn`
+    /// is its first lease).
+    pub pooled: Option<crate::txpool::session::Pooled>,
 }
 
 /// Where the session's logs and metrics point.
@@ -66,6 +69,11 @@ pub async fn connect(
     }
     let params = upstream_params(ctx, id.role, startup, trace)?;
     check_length(creds, &params)?;
+    if id.role == Role::Runtime
+        && let Some(pool) = ctx.txpools.get(&id.service)
+    {
+        return lease(ctx, pool, &params, trace).await;
+    }
     let pool_key = (id.role == Role::Runtime && ctx.config.pool.enabled)
         .then(|| ctx.pool.key(&id.service, &params));
     let reused = pool_key
@@ -94,6 +102,47 @@ pub async fn connect(
         pool_key,
         reused,
         cancel,
+        pooled: None,
+    })
+}
+
+/// Transaction mode: the client's first lease, with its startup settings
+/// applied (the greeting reports the values they produced).
+async fn lease(
+    ctx: &Context<'_>,
+    pool: Arc<crate::txpool::ServicePool>,
+    params: &[(String, String)],
+    trace: &Trace<'_>,
+) -> Result<Connected, LoginError> {
+    use crate::txpool::{ClientSettings, LeaseError};
+    let settings = ClientSettings::from_startup(params)
+        .map_err(|e| LoginError::Lease(LeaseError::Prepare(e)))?;
+    let lease = pool
+        .acquire(trace.session_id, &settings)
+        .await
+        .map_err(LoginError::Lease)?;
+    let mut conn = lease.conn;
+    conn.reuse_greeting();
+    let statements = crate::txpool::prepared::Statements::default();
+    statements.on_lease(conn.pid, lease.kept);
+    let key = pool.cancel_key(&conn);
+    let endpoint = key.endpoint.clone();
+    let cancel = ctx.cancels.register(key);
+    crate::metrics::upstream_session(Role::Runtime, true);
+    Ok(Connected {
+        conn,
+        endpoint,
+        pool_key: None,
+        reused: true,
+        cancel,
+        pooled: Some(crate::txpool::session::Pooled {
+            pool,
+            client: trace.session_id,
+            settings,
+            touched: Default::default(),
+            statements,
+            permit: Some(lease.permit),
+        }),
     })
 }
 

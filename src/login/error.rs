@@ -54,6 +54,8 @@ pub enum LoginError {
     },
     StartupTooLong,
     Upstream(UpstreamError),
+    /// Transaction mode: no upstream lease for the login.
+    Lease(crate::txpool::LeaseError),
 }
 
 /// Who tried to log in, as far as the login got: what the log and the
@@ -107,6 +109,8 @@ impl LoginError {
             WrongDatabase { .. } => "wrong_database",
             StartupRefused { .. } => "startup_refused",
             Upstream(_) => "upstream_error",
+            Lease(crate::txpool::LeaseError::WaitTimeout(_)) => "pool_timeout",
+            Lease(_) => "upstream_error",
             InvalidStartup(_) | TooManyNegotiations | EncryptionTwice | NoUser
             | ExpectedPassword | AuthProtocol(_) | StartupTooLong => "protocol_error",
         }
@@ -193,6 +197,10 @@ impl LoginError {
                     .into(),
                 Some("Send fewer or shorter startup parameters."),
             ),
+            Lease(e) => {
+                let (code, message, hint) = e.client_text();
+                text(code, message, Some(hint))
+            }
             Upstream(e) => {
                 let (code, message) = upstream_failure(e, role.map(Role::as_str).unwrap_or(""));
                 Some(ClientText {
@@ -230,6 +238,7 @@ impl LoginError {
             StartupRefused { reason } => reason.clone(),
             StartupTooLong => "startup packet too long".into(),
             Upstream(e) => e.to_string(),
+            Lease(e) => e.to_string(),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Context<'a> {
     /// Runtime endpoints by service (TLS configs shared between sessions).
     pub endpoints: &'a HashMap<String, Arc<Endpoint>>,
     pub pool: &'a Pool,
+    /// Transaction mode's pools (empty in session mode).
+    pub txpools: &'a crate::txpool::TxPools,
     pub cancels: &'a Arc<CancelRegistry>,
     /// Keys the fake SCRAM exchange for unknown users.
     pub mock_secret: &'a [u8; 32],
@@ -62,6 +64,8 @@ pub struct LoggedIn {
     /// The upstream session was reused from the pool.
     pub reused: bool,
     pub cancel: crate::cancel::Registration,
+    /// Transaction mode: the client's side of the pool.
+    pub pooled: Option<crate::txpool::session::Pooled>,
 }
 
 /// Negotiate, authenticate and connect upstream. `None` when the
@@ -140,6 +144,7 @@ pub async fn login(
         pool_key: up.pool_key,
         reused: up.reused,
         cancel: up.cancel,
+        pooled: up.pooled,
     })
 }
 

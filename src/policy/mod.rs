@@ -84,6 +84,7 @@ mod guards;
 mod heads;
 mod lex;
 mod parsed;
+mod pooling;
 mod settings;
 mod shape;
 mod startup;
@@ -93,6 +94,7 @@ mod tests;
 
 pub use cache::VerdictCache;
 pub use denylist::DENIED_FUNCTIONS;
+pub use pooling::{deallocated, needs_one_backend};
 pub use shape::{Literal, literal_spans};
 pub use startup::check_startup;
 

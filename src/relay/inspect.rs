@@ -50,6 +50,8 @@ pub enum Backend<'a> {
     ParameterStatus(Option<&'a ParameterStatus>),
     /// `None`: not a status byte PostgreSQL sends.
     ReadyForQuery(Option<TransactionStatus>),
+    /// A `Parse` succeeded.
+    ParseComplete,
 }
 
 /// What happens to an inspected backend message.
@@ -70,6 +72,11 @@ pub struct Wants {
     pub errors: bool,
     pub parameter_status: bool,
     pub ready_for_query: bool,
+    /// ParseComplete, as [`Backend::ParseComplete`].
+    pub parse_complete: bool,
+    /// Bind, Describe and Close shown whole to [`Inspector::frontend`]
+    /// too (they name prepared statements).
+    pub statement_refs: bool,
 }
 
 /// A session's policy, as the relay sees it. Called on the relay's own

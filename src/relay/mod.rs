@@ -10,8 +10,9 @@
 //! PostgreSQL itself would. Forwarding is in bulk: a read becomes at most
 //! one write, frame boundaries come from 5-byte headers ([`FrameCursor`]),
 //! rows and COPY data are never decoded and nothing is allocated per
-//! message. `Query`, `Parse` and `FunctionCall` are collected whole
-//! (bounded by `max_message`) and shown to the session's [`Inspector`],
+//! message. `Query`, `Parse` and `FunctionCall` (and Bind, Describe and
+//! Close for an inspector that follows statement names) are collected
+//! whole (bounded by `max_message`) and shown to the session's [`Inspector`],
 //! which also sees the backend messages it asks for; the relay itself
 //! reads only ReadyForQuery (the request cycle) and ErrorResponse severity
 //! (whether the server said goodbye itself).
@@ -53,6 +54,8 @@ const FRONTEND_WHOLE: Tags = Tags::of(b"QPFX");
 /// Frontend frames that move the request cycle: Sync, and the
 /// extended-protocol messages that need one.
 const FRONTEND_MARKED: Tags = Tags::of(b"SBDEC");
+/// Bind, Describe, Close: whole for inspectors that follow statement names.
+const STATEMENT_REFS: Tags = Tags::of(b"BDC");
 
 /// Why the owner asked a session to stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +89,13 @@ pub enum SessionEnd {
     Stopped(StopCause),
     /// No client message for `idle_timeout`.
     IdleTimeout,
+    /// The owner had no upstream to lend for the client's next request
+    /// (transaction pooling); the client is told with this FATAL.
+    Unserved {
+        code: &'static str,
+        message: String,
+        hint: &'static str,
+    },
 }
 
 /// An upstream connection as the relay holds it: a byte stream, and a
@@ -161,12 +171,13 @@ impl Cycle {
         }
     }
 
-    /// A statement message goes upstream (as sent or substituted).
+    /// A whole frame goes upstream (as sent or substituted).
     fn request(&mut self, tag: u8) {
-        if tag == b'P' {
-            self.unsynced = true;
-        } else {
-            self.in_flight += 1;
+        match tag {
+            // Parse, and Bind/Describe/Close when shown whole: answered
+            // at the next Sync.
+            b'P' | b'B' | b'D' | b'C' => self.unsynced = true,
+            _ => self.in_flight += 1,
         }
     }
 }
@@ -212,8 +223,12 @@ where
         stops: Stops,
     ) -> Self {
         let wants = inspector.wants();
+        let mut whole = FRONTEND_WHOLE;
+        if wants.statement_refs {
+            whole = whole.union(STATEMENT_REFS);
+        }
         let up = FrameCursor::client(limits.max_message)
-            .whole(FRONTEND_WHOLE)
+            .whole(whole)
             .mark(FRONTEND_MARKED);
         Relay {
             client,
@@ -346,6 +361,13 @@ where
                 progress |= n > 0 || before != self.up.is_drained();
             }
             None if !self.up.is_drained() => return Err(Event::NeedsUpstream),
+            // Between transactions, a message is inspected only once an
+            // upstream is lent: what the inspector decides may depend on
+            // the connection it goes to (a statement it has not seen).
+            // Terminate needs none.
+            None if self.pause && self.up.next_tag().is_some_and(|t| t != b'X') => {
+                return Err(Event::NeedsUpstream);
+            }
             None => {}
         }
         if self.up_closing.is_some() {
@@ -480,6 +502,7 @@ where
                 let wanted = self.wants.parameter_status;
                 self.ask(wanted, Backend::ParameterStatus(p.as_ref()))
             }
+            b'1' => self.ask(self.wants.parse_complete, Backend::ParseComplete),
             _ => BackendAction::Pass,
         };
         match action {
@@ -592,6 +615,9 @@ fn server_cursor(wants: Wants) -> FrameCursor {
     if wants.parameter_status {
         whole = whole.union(Tags::of(b"S"));
     }
+    if wants.parse_complete {
+        whole = whole.union(Tags::of(b"1"));
+    }
     FrameCursor::server().whole(whole)
 }
 
@@ -631,6 +657,11 @@ fn closing_fatal(end: &SessionEnd) -> Option<(&'static str, String, Option<&'sta
                 .to_string(),
             None,
         ),
+        SessionEnd::Unserved {
+            code,
+            message,
+            hint,
+        } => (*code, message.clone(), Some(*hint)),
     };
     Some((code, message, hint))
 }

@@ -82,6 +82,15 @@ impl Pipe {
         Some(step)
     }
 
+    /// The tag of the next frame, if it begins at the scan position (not
+    /// mid-frame, nothing spliced) and has arrived.
+    pub fn next_tag(&self) -> Option<u8> {
+        if self.splice.is_some() || !self.cursor.at_boundary() {
+            return None;
+        }
+        self.buf.get(self.ready).copied()
+    }
+
     /// The `len` bytes at the scan position (a whole frame just reported).
     #[inline]
     pub fn frame(&self, len: usize) -> &[u8] {

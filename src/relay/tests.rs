@@ -113,7 +113,7 @@ impl Inspector for Stub {
         Wants {
             errors: self.0.swap_errors,
             parameter_status: self.0.close_on_setting,
-            ready_for_query: false,
+            ..Wants::default()
         }
     }
 
