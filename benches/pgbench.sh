@@ -39,6 +39,13 @@
 #                       against rolegate alone (first leg of LEGS), its RSS
 #                       sampled into the JSON
 #   SOAK_SAMPLE_EVERY [30]  seconds between the soak's RSS samples
+#   POOL_MODE [session] session | transaction: rolegate's [pool] mode and
+#                       PgBouncer's pool_mode. transaction: each proxy keeps
+#                       POOL_SIZE upstream connections and leases one per
+#                       transaction (PgBouncer 1.18 has no prepared statements
+#                       in transaction mode, so select_prepared fails there)
+#   POOL_SIZE [8]       transaction mode: rolegate's [pool] size and
+#                       PgBouncer's default_pool_size
 #   OUT [benches/results/latest.json]  where the JSON report goes
 #   KEEP_TMP [0]        1: keep the temporary directory (logs, configs) for debugging;
 #                       it is also kept after an error or a failed pgbench run
@@ -68,6 +75,8 @@ SOAK_MINUTES=${SOAK_MINUTES:-0}
 SOAK_SAMPLE_EVERY=${SOAK_SAMPLE_EVERY:-30}
 OUT=${OUT:-benches/results/latest.json}
 KEEP_TMP=${KEEP_TMP:-0}
+POOL_MODE=${POOL_MODE:-session}
+POOL_SIZE=${POOL_SIZE:-8}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HERE="$ROOT/benches/pgbench"
@@ -84,7 +93,7 @@ warn() { echo "pgbench.sh: warning: $*" >&2; }
 # ------------------------------------------------------------------ knobs --
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
-for v in ROUNDS DURATION CLIENTS JOBS SCALE WARMUP IDLE_SESSIONS SOAK_MINUTES SOAK_SAMPLE_EVERY; do
+for v in ROUNDS DURATION CLIENTS JOBS SCALE WARMUP IDLE_SESSIONS SOAK_MINUTES SOAK_SAMPLE_EVERY POOL_SIZE; do
     is_uint "${!v}" || die "$v must be a non-negative integer, got '${!v}'"
 done
 ((ROUNDS >= 1 && DURATION >= 1 && CLIENTS >= 1 && JOBS >= 1 && SCALE >= 1 && SOAK_SAMPLE_EVERY >= 1)) ||
@@ -113,6 +122,8 @@ for w in $WORKLOADS; do
     [[ " $ALL_WORKLOADS " == *" $w "* ]] || die "unknown workload '$w' in WORKLOADS (known: $ALL_WORKLOADS)"
 done
 case "$PIN" in 0 | 1) ;; *) die "PIN must be 0 or 1, got '$PIN'" ;; esac
+case "$POOL_MODE" in session | transaction) ;; *) die "POOL_MODE must be session or transaction, got '$POOL_MODE'" ;; esac
+((POOL_SIZE >= 1)) || die "POOL_SIZE must be at least 1"
 case "$KEEP_TMP" in 0 | 1) ;; *) die "KEEP_TMP must be 0 or 1, got '$KEEP_TMP'" ;; esac
 # The CPUs this script may use; PIN_CPU must be one of them.
 # (Cpus_allowed_list is a list of ranges: "0-3,6".)
@@ -508,10 +519,14 @@ password_scram = "$verifier"
 mode = "enforce"
 
 # The defaults, spelled out: released runtime upstream sessions are reset
-# with DISCARD ALL and reused.
+# with DISCARD ALL and reused. POOL_MODE=transaction: POOL_SIZE connections
+# leased per transaction.
 [pool]
 enabled = true
 max_idle = $RG_POOL_MAX_IDLE
+mode = "$POOL_MODE"
+size = $POOL_SIZE
+wait_timeout = "60s"
 EOF
         "$RG_BIN" check --config "$conf" --offline >"$TMP/rolegate-$leg-check.log" 2>&1 ||
             die "rolegate check --offline rejected the generated config ($leg):\n$(cat "$TMP/rolegate-$leg-check.log")"
@@ -538,7 +553,8 @@ EOF
 # -------------------------------------------------------------- PgBouncer --
 
 start_pgbouncer() { # leg
-    local leg=$1 port pid dir=$TMP/pgbouncer-$1 logf=$TMP/pgbouncer-$1.log tls_lines
+    local leg=$1 port pid dir=$TMP/pgbouncer-$1 logf=$TMP/pgbouncer-$1.log tls_lines pool_size=$((ROOM + 100))
+    [[ $POOL_MODE == session ]] || pool_size=$POOL_SIZE
     # Clients log in with SCRAM against a stored verifier, as rolegate's
     # [[clients]] do. PgBouncer up to at least 1.20 cannot combine that with a
     # forced user's plaintext password for the server login (pgbouncer
@@ -577,10 +593,10 @@ pidfile = $dir/pgbouncer.pid
 auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 admin_users = pgb_admin
-pool_mode = session
+pool_mode = $POOL_MODE
 server_reset_query = DISCARD ALL
 max_client_conn = $((ROOM + 200))
-default_pool_size = $((ROOM + 100))
+default_pool_size = $pool_size
 max_db_connections = 0
 $tls_lines
 ignore_startup_parameters = extra_float_digits
@@ -971,8 +987,14 @@ meta parameters.pin_cpu "$PIN_CPU"
 meta parameters.soak_minutes "$SOAK_MINUTES"
 meta parameters.soak_sample_every_s "$SOAK_SAMPLE_EVERY"
 meta parameters.rolegate_policy_mode enforce
-meta parameters.rolegate_pool "enabled, max_idle $RG_POOL_MAX_IDLE"
-meta parameters.pgbouncer_pool_mode session
+meta parameters.pool_mode "$POOL_MODE"
+if [[ $POOL_MODE == transaction ]]; then
+    meta parameters.pool_size "$POOL_SIZE"
+    meta parameters.rolegate_pool "mode transaction, size $POOL_SIZE"
+else
+    meta parameters.rolegate_pool "enabled, max_idle $RG_POOL_MAX_IDLE"
+fi
+meta parameters.pgbouncer_pool_mode "$POOL_MODE"
 meta parameters.pgbouncer_server_reset_query "DISCARD ALL"
 meta parameters.haproxy "mode tcp, one server (PostgreSQL), no health checks, maxconn $HAP_MAXCONN, default nbthread; TLS passes through"
 meta parameters.tls_certificate "ECDSA P-256"

@@ -36,7 +36,7 @@ use crate::protocol::{self, ProtocolError};
 use crate::upstream::{Endpoint, UpstreamConn, UpstreamStream};
 
 /// `Query("DISCARD ALL")`.
-const DISCARD_ALL: &[u8] = b"Q\0\0\0\x10DISCARD ALL\0";
+pub(crate) const DISCARD_ALL: &[u8] = b"Q\0\0\0\x10DISCARD ALL\0";
 /// A reset that takes longer than this means a sick server: drop it.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -263,6 +263,13 @@ pub(crate) async fn reset(conn: &mut UpstreamConn) -> Result<(), ResetError> {
         .write_all(DISCARD_ALL)
         .await
         .map_err(ProtocolError::Io)?;
+    read_reset(conn, false).await
+}
+
+/// The reply to a [`DISCARD_ALL`] already sent (see [`reset`]). With
+/// `more_sent`, messages were written after it and their replies stay in
+/// the connection's read-ahead, unread; without, nothing may follow.
+pub(crate) async fn read_reset(conn: &mut UpstreamConn, more_sent: bool) -> Result<(), ResetError> {
     let mut buf = std::mem::take(&mut conn.read_ahead);
     let mut discarded = false;
     loop {
@@ -283,7 +290,9 @@ pub(crate) async fn reset(conn: &mut UpstreamConn) -> Result<(), ResetError> {
             }
             Message::ErrorResponse(_) if discarded => return Err(ResetError::Refused),
             Message::ReadyForQuery(z) if discarded => {
-                return if z.status() == b'I' && buf.is_empty() {
+                let clean = z.status() == b'I' && (more_sent || buf.is_empty());
+                conn.read_ahead = buf;
+                return if clean {
                     Ok(())
                 } else {
                     Err(ResetError::Refused)

@@ -449,6 +449,13 @@ def main():
         sys.exit("report.py: no runs recorded")
 
     out = []
+    params = meta.get("parameters", {})
+    if params.get("pool_mode") == "transaction":
+        size = params.get("pool_size")
+        out.append(
+            f"Pool mode: **transaction** (rolegate `[pool] mode = \"transaction\"`, `size = {size}`; "
+            f"PgBouncer `pool_mode = transaction`, `default_pool_size = {size}`).\n"
+        )
     legs = {}
     all_workloads = []
     for leg in LEGS:

@@ -337,29 +337,56 @@ impl ServicePool {
 }
 
 /// Make `conn` this client's: as it is if it last served the client; reset
-/// first if it served someone else; then the client's settings.
+/// first if it served someone else; then the client's settings. A reset
+/// and the settings go out in one write (one round trip for both).
 async fn prepare(
     conn: &mut UpstreamConn,
     source: LeaseSource,
     settings: &ClientSettings,
 ) -> Result<(), LeaseError> {
     match source {
-        LeaseSource::Same => return Ok(()),
+        LeaseSource::Same => Ok(()),
+        LeaseSource::New => Ok(settings.apply(conn).await?),
         LeaseSource::Reset => {
-            match tokio::time::timeout(RESET_TIMEOUT, crate::pool::reset(conn)).await {
-                Ok(Ok(())) => crate::metrics::pool_reset(crate::metrics::PoolReset::Ok),
+            match tokio::time::timeout(RESET_TIMEOUT, reset_and_apply(conn, settings)).await {
+                Ok(Ok(())) => {
+                    crate::metrics::pool_reset(crate::metrics::PoolReset::Ok);
+                    Ok(())
+                }
                 Ok(Err(e)) => {
-                    crate::metrics::pool_reset(crate::metrics::PoolReset::Failed);
-                    return Err(LeaseError::Reset(e.to_string()));
+                    if matches!(e, LeaseError::Reset(_)) {
+                        crate::metrics::pool_reset(crate::metrics::PoolReset::Failed);
+                    }
+                    Err(e)
                 }
                 Err(_) => {
                     crate::metrics::pool_reset(crate::metrics::PoolReset::Timeout);
-                    return Err(LeaseError::ResetTimeout);
+                    Err(LeaseError::ResetTimeout)
                 }
             }
         }
-        LeaseSource::New => {}
     }
-    settings.apply(conn).await?;
+}
+
+async fn reset_and_apply(
+    conn: &mut UpstreamConn,
+    settings: &ClientSettings,
+) -> Result<(), LeaseError> {
+    use tokio::io::AsyncWriteExt;
+    let apply = settings.message();
+    let mut out = bytes::BytesMut::from(crate::pool::DISCARD_ALL);
+    if let Some(m) = &apply {
+        out.extend_from_slice(m);
+    }
+    conn.stream
+        .write_all(&out)
+        .await
+        .map_err(|e| LeaseError::Reset(e.to_string()))?;
+    crate::pool::read_reset(conn, apply.is_some())
+        .await
+        .map_err(|e| LeaseError::Reset(e.to_string()))?;
+    if apply.is_some() {
+        ClientSettings::read_applied(conn).await?;
+    }
     Ok(())
 }

@@ -84,8 +84,28 @@ impl ClientSettings {
     /// update the connection's parameters, not the client: it saw them when
     /// it made the settings.
     pub async fn apply(&self, conn: &mut UpstreamConn) -> Result<(), SettingsError> {
+        match self.statement() {
+            Some(sql) => simple_query(conn, &sql).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// The `Query` message that applies these settings, to send right
+    /// behind a reset (one round trip for both); its reply is read with
+    /// [`ClientSettings::read_applied`].
+    pub fn message(&self) -> Option<BytesMut> {
+        self.statement().map(|sql| query_message(&sql))
+    }
+
+    /// The reply to [`ClientSettings::message`], sent earlier.
+    pub async fn read_applied(conn: &mut UpstreamConn) -> Result<(), SettingsError> {
+        read_reply(conn).await.map(|_| ())
+    }
+
+    /// `SELECT set_config(…), …` for every setting; `None` without any.
+    fn statement(&self) -> Option<String> {
         if self.values.is_empty() {
-            return Ok(());
+            return None;
         }
         let mut sql = String::from("SELECT ");
         for (i, (name, value)) in self.values.iter().enumerate() {
@@ -98,7 +118,7 @@ impl ClientSettings {
             push_literal(&mut sql, value);
             sql.push_str(", false)");
         }
-        simple_query(conn, &sql).await.map(|_| ())
+        Some(sql)
     }
 
     /// Read the settings `conn`'s session holds now (after a lease of this
@@ -218,15 +238,25 @@ pub(super) async fn simple_query(
     conn: &mut UpstreamConn,
     sql: &str,
 ) -> Result<Vec<Vec<Option<String>>>, SettingsError> {
+    conn.stream
+        .write_all(&query_message(sql))
+        .await
+        .map_err(ProtocolError::Io)?;
+    read_reply(conn).await
+}
+
+fn query_message(sql: &str) -> BytesMut {
     let mut out = BytesMut::with_capacity(sql.len() + 6);
     out.put_u8(b'Q');
     out.put_i32((sql.len() + 5) as i32);
     out.put_slice(sql.as_bytes());
     out.put_u8(0);
-    conn.stream
-        .write_all(&out)
-        .await
-        .map_err(ProtocolError::Io)?;
+    out
+}
+
+/// The rows of the reply to a simple query already sent, up to its
+/// ReadyForQuery.
+async fn read_reply(conn: &mut UpstreamConn) -> Result<Vec<Vec<Option<String>>>, SettingsError> {
     let mut buf = std::mem::take(&mut conn.read_ahead);
     let mut rows = Vec::new();
     let mut refused = None;
