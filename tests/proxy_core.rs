@@ -647,35 +647,8 @@ async fn startup_parameters_pass_through_and_parameter_status_reaches_the_client
 #[test]
 fn pgbench_through_the_proxy_has_zero_errors() {
     let h = harness();
-    let bindir = rolegate::demo::cluster::Cluster::find_bindir().expect("bindir");
-    let pgbench = if bindir.join("pgbench").exists() {
-        bindir.join("pgbench")
-    } else {
-        "pgbench".into()
-    };
-    // Tables initialised directly, as the migration role.
-    let init = std::process::Command::new(&pgbench)
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            &h.host,
-            "-p",
-            &h.port.to_string(),
-            "-U",
-            &h.model.migrator,
-            &h.model.database,
-        ])
-        .env("PGPASSWORD", &h.model.migrator_password)
-        .output()
-        .expect("pgbench -i");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    let pgbench = pgbench_bin();
+    h.pgbench_init();
     let proxy = h.start_proxy();
     for args in [
         &["-S", "-M", "simple"][..],

@@ -323,45 +323,17 @@ async fn migration_sessions_keep_one_backend() {
     }
 }
 
-fn pgbench() -> std::path::PathBuf {
-    let bindir = rolegate::demo::cluster::Cluster::find_bindir().expect("bindir");
-    if bindir.join("pgbench").exists() {
-        bindir.join("pgbench")
-    } else {
-        "pgbench".into()
-    }
-}
-
 #[test]
 fn pgbench_simple_extended_and_prepared_over_three_connections_have_zero_failures() {
     let h = harness();
-    let init = std::process::Command::new(pgbench())
-        .args([
-            "-i",
-            "-q",
-            "-s",
-            "1",
-            "-h",
-            &h.host,
-            "-p",
-            &h.port.to_string(),
-        ])
-        .args(["-U", &h.model.migrator, &h.model.database])
-        .env("PGPASSWORD", &h.model.migrator_password)
-        .output()
-        .expect("pgbench -i");
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    h.pgbench_init();
     let proxy = h.start_proxy_with(transaction_mode(3, "30s"));
     // -M prepared prepares each statement synchronously (PQprepare) on
     // its first use, blocking the pgbench thread: with several clients per
     // thread, one waiting for a connection would stall the one holding it.
     // So that mode runs a thread per client.
     for (mode, threads) in [("simple", "2"), ("extended", "2"), ("prepared", "16")] {
-        let out = std::process::Command::new(pgbench())
+        let out = std::process::Command::new(pgbench_bin())
             .args(["-n", "-c", "16", "-j", threads, "-T", "5", "-M", mode])
             .args([
                 "-h",

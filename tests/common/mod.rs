@@ -148,6 +148,23 @@ impl Harness {
     }
 
     /// A direct (not proxied) connection string to the cluster.
+    /// `pgbench -i -s 1` on the harness database, directly, as the
+    /// migration role (whose default privileges give the runtime role DML).
+    pub fn pgbench_init(&self) {
+        let init = std::process::Command::new(pgbench_bin())
+            .args(["-i", "-q", "-s", "1", "-h", &self.host])
+            .args(["-p", &self.port.to_string()])
+            .args(["-U", &self.model.migrator, &self.model.database])
+            .env("PGPASSWORD", &self.model.migrator_password)
+            .output()
+            .expect("pgbench -i");
+        assert!(
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+
     pub fn direct_url(&self, user: &str, password: &str) -> String {
         format!(
             "postgres://{user}:{password}@{}:{}/{}?sslmode=disable",
@@ -363,6 +380,16 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
 }
 
 /// Find `psql` (the client ships with the server packages).
+/// The cluster's own pgbench, else the one on PATH.
+pub fn pgbench_bin() -> PathBuf {
+    let bindir = rolegate::demo::cluster::Cluster::find_bindir().expect("bindir");
+    if bindir.join("pgbench").exists() {
+        bindir.join("pgbench")
+    } else {
+        "pgbench".into()
+    }
+}
+
 pub fn psql_bin() -> PathBuf {
     if let Ok(dir) = Cluster::find_bindir() {
         let p = dir.join("psql");
