@@ -41,6 +41,7 @@ const JWKS_KEYS: &str = "rolegate_migration_jwks_keys";
 const JWKS_AGE: &str = "rolegate_migration_jwks_age_seconds";
 const JWKS_STALE_USES: &str = "rolegate_migration_jwks_stale_uses_total";
 const BUILD_INFO: &str = "rolegate_build_info";
+const CANCEL_REQUESTS: &str = "rolegate_cancel_requests_total";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -223,6 +224,11 @@ pub const FAMILIES: &[Family] = &[
         "Migration tokens verified with an issuer's keys past their refresh time (the issuer has not answered), by issuer",
     ),
     family(
+        CANCEL_REQUESTS,
+        Kind::Counter,
+        "CancelRequests received, by outcome (local/forwarded/unknown/rate_limited/forward_failed)",
+    ),
+    family(
         BUILD_INFO,
         Kind::Gauge,
         "Always 1; the version and git commit of this build as labels",
@@ -253,6 +259,9 @@ pub fn present_from_startup(refusal_reasons: &[&'static str]) {
         "commit" => env!("ROLEGATE_GIT_COMMIT")
     )
     .set(1.0);
+    for outcome in crate::cancel::CancelOutcome::ALL {
+        counter!(CANCEL_REQUESTS, "outcome" => outcome.as_str()).increment(0);
+    }
     for &reason in refusal_reasons
         .iter()
         .chain(&[STARTUP_REFUSAL, POOLING_REFUSAL])
@@ -418,6 +427,11 @@ pub fn classification_seconds() -> Histogram {
 /// Whether a migration window is open now.
 pub fn window_open(open: bool) {
     gauge!(WINDOW_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// One CancelRequest handled (`outcome`: a [`crate::cancel::CancelOutcome`]).
+pub fn cancel_request(outcome: &'static str) {
+    counter!(CANCEL_REQUESTS, "outcome" => outcome).increment(1);
 }
 
 /// A configuration reload, applied or refused.

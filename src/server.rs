@@ -87,9 +87,11 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(config: Config) -> Arc<Proxy> {
+        // The peer id is fixed for the process: keys handed out carry it.
+        let peer_id = config.cluster.as_ref().map(|c| c.peer_id);
         Arc::new(Proxy {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
-            cancels: Arc::new(CancelRegistry::default()),
+            cancels: Arc::new(CancelRegistry::new(peer_id)),
             mock_secret: rand::random(),
             next_session: AtomicU64::new(1),
             active: AtomicUsize::new(0),

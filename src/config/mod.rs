@@ -24,8 +24,10 @@
 //! * `migration.rs`: `[migration]`, converted into
 //!   [`crate::migration::MigrationConfig`].
 //! * `policy.rs`: `[policy]`; `pool.rs`: `[pool]`.
+//! * `cluster.rs`: `[cluster]` (peer id and peers for cancel forwarding).
 
 mod clients;
+mod cluster;
 mod env;
 mod listen;
 mod migration;
@@ -47,6 +49,7 @@ use serde::Deserialize;
 use crate::migration::{Access, MigrationConfig};
 
 pub use clients::ClientEntry;
+pub use cluster::{ClusterConfig, MAX_PEER_ID};
 pub use listen::{ListenConfig, ListenTlsMode};
 pub use policy::{PolicyConfig, PolicyMode, load_policy};
 pub use pool::{PoolConfig, PoolMode};
@@ -90,6 +93,7 @@ struct RawConfig {
     policy: policy::RawPolicy,
     pool: pool::RawPool,
     services: Vec<services::RawService>,
+    cluster: cluster::RawCluster,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +105,8 @@ pub struct Config {
     pub migration: MigrationConfig,
     pub policy: PolicyConfig,
     pub pool: PoolConfig,
+    /// `[cluster]`: `None` on a lone instance.
+    pub cluster: Option<ClusterConfig>,
     /// Credential pairs by service name; always contains at least the
     /// service of every client.
     pub services: BTreeMap<String, ServiceCredentials>,
@@ -254,6 +260,7 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
     let clients = clients::resolve(&raw.clients, &migration.user, &services, env)?;
     let policy = PolicyConfig::from(&raw.policy);
     let pool = PoolConfig::try_from(&raw.pool)?;
+    let cluster = cluster::resolve(&raw.cluster)?;
     let access = Access::new(&migration).map_err(|e| invalid(e.0))?;
     Ok(Config {
         listen,
@@ -262,6 +269,7 @@ fn resolve(raw: RawConfig, env: &HashMap<String, String>) -> Result<Config, Conf
         clients,
         policy,
         pool,
+        cluster,
         access: Arc::new(access),
         migration,
         services,

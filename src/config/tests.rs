@@ -543,3 +543,13 @@ fn jwks_settings_are_validated() {
         assert!(e.contains(expect), "{section}: {e}");
     }
 }
+
+#[test]
+fn cluster_peer_id_comes_from_the_environment() {
+    let c = load_sidecar(&[("ROLEGATE__CLUSTER__PEER_ID", "3")]).expect("loads");
+    let cluster = c.cluster.expect("[cluster]");
+    assert_eq!(cluster.peer_id, 3);
+    assert!(cluster.peers.is_empty());
+    let c = load_sidecar(&[]).expect("loads");
+    assert!(c.cluster.is_none());
+}

@@ -81,7 +81,8 @@ pub async fn login(
     {
         Ok(handshake::Hello::Startup(client, startup)) => (client, startup),
         Ok(handshake::Hello::Cancel(mut client, pid, secret)) => {
-            ctx.cancels.cancel(pid, secret).await;
+            let peers = ctx.config.cluster.as_ref().map(|c| &c.peers);
+            ctx.cancels.handle(pid, secret, peers).await;
             close(&mut client).await;
             return None;
         }
